@@ -1,0 +1,15 @@
+"""tcnkernels: fused Triton kernels for Temporal Convolutional Networks.
+
+    import tcnkernels
+    y = tcnkernels.causal_conv1d(x, weight, bias, dilation=4, activation="relu")
+    block = tcnkernels.TemporalBlock(n_inputs, n_outputs, kernel_size, stride=1, dilation=4, padding=...)
+    model = tcnkernels.convert(model)  # swap the reference TemporalBlocks of any model
+"""
+from ._backend import BACKENDS, use_backend
+from .functional import causal_conv1d
+from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, convert
+
+__version__ = "0.1.0"
+
+__all__ = ["BACKENDS", "CausalConv1d", "TemporalBlock", "TemporalConvNet", "causal_conv1d", "convert",
+           "use_backend", "__version__"]

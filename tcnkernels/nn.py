@@ -1,0 +1,167 @@
+"""Drop-in modules: `CausalConv1d`, `TemporalBlock`, `TemporalConvNet`, and `convert`."""
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+from .functional import causal_conv1d
+from .ops.reference import ACTIVATIONS
+
+# Legacy `torch.nn.utils.weight_norm` state_dict names -> `parametrizations.weight_norm` names.
+_LEGACY_WEIGHT_NORM_KEYS = {"weight_g": "parametrizations.weight.original0",
+                            "weight_v": "parametrizations.weight.original1"}
+
+
+class CausalConv1d(nn.Conv1d):
+    """`nn.Conv1d` made causal: output step t sees input steps <= t, output length = input length.
+
+    Same parameters (`weight` (C_out, C_in, K), `bias` (C_out,)) and state_dict as `nn.Conv1d`, so
+    it loads Conv1d weights and works with both weight-norm APIs. Equivalent to
+    `nn.Conv1d(..., padding=(K-1)*dilation)` + chomp, optionally followed by a fused ReLU.
+
+    Example:
+        >>> conv = tcnkernels.CausalConv1d(16, 32, kernel_size=3, dilation=4, activation="relu")
+        >>> y = conv(torch.randn(8, 16, 1000))  # (8, 32, 1000)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, dilation=1, bias=True, activation=None,
+                 device=None, dtype=None):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("kernel_size", kernel_size), ("dilation", dilation)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=dilation,
+                         bias=bias, device=device, dtype=dtype)
+        self.activation = activation
+
+    def forward(self, x):
+        return causal_conv1d(x, self.weight, self.bias, self.dilation[0], self.activation)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", causal=True, activation={self.activation!r}"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A reference checkpoint written with the legacy weight-norm API loads into a module that
+        # uses the parametrizations API (this one in TemporalBlock) under strict=True.
+        if parametrize.is_parametrized(self, "weight"):
+            for legacy, current in _LEGACY_WEIGHT_NORM_KEYS.items():
+                if prefix + legacy in state_dict and prefix + current not in state_dict:
+                    state_dict[prefix + current] = state_dict.pop(prefix + legacy)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class TemporalBlock(nn.Module):
+    """The reference TCN residual block with fused causal convolutions.
+
+    Same constructor, parameters, state_dict, initialisation and outputs as the authors'
+    `TemporalBlock`: weight-normalised causal conv -> ReLU -> dropout, twice; a 1x1 `downsample`
+    conv on the residual when the widths differ; a final ReLU. Loads reference state_dicts written
+    with either weight-norm API (`conv1.weight_g`/`weight_v` or `conv1.parametrizations.weight.*`,
+    with the `net.0.*`/`net.4.*` aliases) under strict=True.
+
+    x: (B, n_inputs, L) -> (B, n_outputs, L). Only stride=1 and padding=(kernel_size-1)*dilation
+    (the values every TCN uses) are supported.
+    """
+
+    def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation, padding, dropout=0.2):
+        super().__init__()
+        if stride != 1:
+            raise ValueError(f"stride must be 1 (a causal TCN block keeps the length), got {stride}")
+        if isinstance(kernel_size, int) and isinstance(dilation, int) and padding != (kernel_size - 1) * dilation:
+            raise ValueError(f"padding must be (kernel_size-1)*dilation = {(kernel_size - 1) * dilation} "
+                             f"for a causal block, got {padding}")
+        self.conv1 = weight_norm(CausalConv1d(n_inputs, n_outputs, kernel_size, dilation, activation="relu"))
+        self.dropout1 = nn.Dropout(dropout)
+        self.conv2 = weight_norm(CausalConv1d(n_outputs, n_outputs, kernel_size, dilation, activation="relu"))
+        self.dropout2 = nn.Dropout(dropout)
+        # The reference's net is (conv1, chomp1, relu1, dropout1, conv2, chomp2, relu2, dropout2).
+        # Chomp and ReLU are fused into the convs here; Identity keeps their slots, so conv2 stays
+        # `net.4` (the state_dict aliases) and `net(x)` still computes the same thing.
+        self.net = nn.Sequential(self.conv1, nn.Identity(), nn.Identity(), self.dropout1,
+                                 self.conv2, nn.Identity(), nn.Identity(), self.dropout2)
+        self.downsample = CausalConv1d(n_inputs, n_outputs, 1) if n_inputs != n_outputs else None
+        self.relu = nn.ReLU()
+        self.init_weights()
+
+    def init_weights(self):
+        # The reference's init, with the reference's effect: under weight norm the first two draws
+        # land in a tensor recomputed from g and v, so they only advance the RNG (the same seed
+        # then gives the reference's weights); the 1x1 downsample init takes effect.
+        self.conv1.weight.data.normal_(0, 0.01)
+        self.conv2.weight.data.normal_(0, 0.01)
+        if self.downsample is not None:
+            self.downsample.weight.data.normal_(0, 0.01)
+
+    def forward(self, x):
+        out = self.net(x)
+        res = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + res)
+
+
+class TemporalConvNet(nn.Module):
+    """The reference TemporalConvNet: `len(num_channels)` TemporalBlocks, level i with dilation 2**i.
+
+    x: (B, num_inputs, L) -> (B, num_channels[-1], L). Receptive field 1 + 2*(k-1)*(2**levels - 1).
+
+    Example:
+        >>> tcn = tcnkernels.TemporalConvNet(1, [25] * 8, kernel_size=7, dropout=0.05)
+        >>> y = tcn(torch.randn(64, 1, 784))  # (64, 25, 784)
+    """
+
+    def __init__(self, num_inputs, num_channels, kernel_size=2, dropout=0.2):
+        super().__init__()
+        layers = []
+        for i, out_channels in enumerate(num_channels):
+            dilation = 2**i
+            in_channels = num_inputs if i == 0 else num_channels[i - 1]
+            layers.append(TemporalBlock(in_channels, out_channels, kernel_size, stride=1, dilation=dilation,
+                                        padding=(kernel_size - 1) * dilation, dropout=dropout))
+        self.network = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.network(x)
+
+
+def _is_reference_block(module):
+    """Duck-typed: the authors' TemporalBlock and its copies, whatever the class is called."""
+    return (not isinstance(module, TemporalBlock)
+            and isinstance(getattr(module, "conv1", None), nn.Conv1d)
+            and isinstance(getattr(module, "conv2", None), nn.Conv1d)
+            and isinstance(getattr(module, "net", None), nn.Sequential)
+            and isinstance(getattr(module, "dropout1", None), nn.Dropout)
+            and hasattr(module, "chomp1") and hasattr(module, "downsample"))
+
+
+def _convert_block(ref):
+    conv1 = ref.conv1
+    param = next(ref.parameters())
+    # Building the block draws its init from the RNG; fork it so convert() leaves the user's
+    # random stream (and so their later dropout masks) untouched.
+    with torch.random.fork_rng(devices=[]):
+        block = TemporalBlock(conv1.in_channels, conv1.out_channels, conv1.kernel_size[0], conv1.stride[0],
+                              conv1.dilation[0], conv1.padding[0], dropout=ref.dropout1.p)
+    block.load_state_dict(ref.state_dict(), strict=True)
+    return block.to(device=param.device, dtype=param.dtype).train(ref.training)
+
+
+def convert(model):
+    """Swap every reference TemporalBlock inside `model` for a fused `TemporalBlock`, weights kept.
+
+    Works in place on any model (a TemporalConvNet, or one holding blocks anywhere) and returns it;
+    if `model` itself is a reference block, returns its replacement.
+
+    Example:
+        >>> model = tcnkernels.convert(model)  # same state_dict, same outputs, fused kernels
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
+    if _is_reference_block(model):
+        return _convert_block(model)
+    for name, child in model.named_children():
+        if _is_reference_block(child):
+            setattr(model, name, _convert_block(child))
+        else:
+            convert(child)
+    return model

@@ -1,0 +1,37 @@
+"""Test setup: Triton's interpreter on (before tcnkernels is imported), seeds, NaN-poisoned outputs.
+
+TCNKERNELS_TEST_DEVICE=cuda runs the same suite with compiled kernels on a GPU (and enables the
+`gpu` tier); by default every kernel runs in Triton's interpreter on CPU tensors.
+"""
+import os
+
+TEST_DEVICE = os.environ.get("TCNKERNELS_TEST_DEVICE", "cpu")
+if TEST_DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"
+os.environ.pop("TCNKERNELS_BACKEND", None)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tcnkernels import _backend  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_ready = TEST_DEVICE == "cuda" and torch.cuda.is_available() and not _backend.INTERPRETER
+    skip = pytest.mark.skip(reason="GPU tier: needs CUDA and TCNKERNELS_TEST_DEVICE=cuda")
+    for item in items:
+        if "gpu" in item.keywords and not gpu_ready:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_poison():
+    torch.manual_seed(0)
+    _backend.POISON_OUTPUTS = True
+    yield
+    _backend.POISON_OUTPUTS = False
+
+
+@pytest.fixture
+def device():
+    return torch.device(TEST_DEVICE)

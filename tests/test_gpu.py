@@ -1,0 +1,66 @@
+"""GPU tier: parity with compiled kernels at realistic sizes. Skipped unless CUDA is present and the
+suite runs with TCNKERNELS_TEST_DEVICE=cuda (see conftest.py); run it whenever a GPU is lent."""
+import pytest
+import torch
+
+import tcnkernels
+from tcnkernels.ops.reference import causal_conv1d_reference
+
+from helpers import assert_close_to_reference, reference_grads
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def tf32(request):
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = request.param
+    yield request.param
+    torch.backends.cudnn.allow_tf32 = previous
+
+
+def _parity(B, C, L, K, dilation, dtype, relu=True):
+    x = torch.randn(B, C, L, device="cuda", dtype=dtype, requires_grad=True)
+    w = (torch.randn(C, C, K, device="cuda", dtype=dtype) / (C * K) ** 0.5).requires_grad_()
+    b = torch.randn(C, device="cuda", dtype=dtype, requires_grad=True)
+    act = "relu" if relu else None
+    with tcnkernels.use_backend("triton"):
+        y = tcnkernels.causal_conv1d(x, w, b, dilation, act)
+    y64 = causal_conv1d_reference(x.double(), w.double(), b.double(), dilation, act)
+    assert_close_to_reference("y", y.detach(), y64.detach(),
+                              causal_conv1d_reference(x, w, b, dilation, act).detach())
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), dy)
+    mask_from = y.detach() if relu else None
+    grads64 = reference_grads(x, w, b, dilation, mask_from, dy, torch.float64)
+    grads_torch = reference_grads(x, w, b, dilation, mask_from, dy, dtype)
+    for name, got, r64, rt in zip(("dx", "dweight", "dbias"), grads, grads64, grads_torch):
+        assert_close_to_reference(name, got, r64, rt)
+
+
+@pytest.mark.parametrize("tf32", [True, False], indirect=True, ids=["tf32", "ieee"])
+@pytest.mark.parametrize("dilation", [1, 16, 512])
+def test_fp32_parity_realistic(tf32, dilation):
+    _parity(32, 128, 4096, 3, dilation, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("dilation", [1, 512])
+def test_half_parity_realistic(dtype, dilation):
+    _parity(32, 128, 4096, 3, dilation, dtype)
+
+
+def test_small_channel_paper_shape():
+    _parity(64, 25, 784, 7, 64, torch.float32)
+
+
+def test_offsets_past_2_31_elements():
+    """A (64, 512, 65537) bf16 input has more than 2^31 elements; the last batch row must be right."""
+    B, C, L = 64, 512, 65537
+    assert B * C * L > 2**31
+    x = torch.randn(B, C, L, device="cuda", dtype=torch.bfloat16)
+    w = (torch.randn(8, C, 2, device="cuda", dtype=torch.bfloat16) / C**0.5)
+    with tcnkernels.use_backend("triton"):
+        y = tcnkernels.causal_conv1d(x, w, dilation=4)
+    tail = causal_conv1d_reference(x[-2:].double(), w.double(), None, 4)
+    assert_close_to_reference("y[-2:]", y[-2:], tail, causal_conv1d_reference(x[-2:], w, None, 4))

@@ -1,0 +1,150 @@
+"""Drop-in modules against the reference TCN (tcnkernels.ops.reference, transcribed from the paper's code)."""
+import pytest
+import torch
+from torch import nn
+
+import tcnkernels
+from tcnkernels.ops.reference import (ReferenceTemporalBlock, ReferenceTemporalConvNet,
+                                      causal_conv1d_reference)
+
+WEIGHT_NORM_APIS = ["legacy", "parametrizations"]
+
+
+def _grads_by_tensor(module):
+    """Parameter gradients keyed by state_dict name, with legacy weight-norm names mapped to the
+    parametrizations names, so reference and fused modules can be compared key by key."""
+    rename = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+    out = {}
+    for name, p in module.named_parameters():
+        prefix, _, last = name.rpartition(".")
+        key = f"{prefix}.{rename[last]}" if last in rename else name
+        out[key.lstrip(".")] = p.grad
+    return out
+
+
+def test_causal_conv1d_module_is_a_conv1d(device):
+    conv = tcnkernels.CausalConv1d(3, 5, kernel_size=4, dilation=2, device=device)
+    plain = nn.Conv1d(3, 5, 4, dilation=2, padding=6, device=device)
+    assert isinstance(conv, nn.Conv1d)
+    assert conv.state_dict().keys() == plain.state_dict().keys()
+    conv.load_state_dict(plain.state_dict(), strict=True)
+    x = torch.randn(2, 3, 70, device=device)
+    torch.testing.assert_close(conv(x), plain(x)[:, :, :-6])  # the reference's pad + chomp
+
+
+@pytest.mark.parametrize("api", WEIGHT_NORM_APIS)
+def test_causal_conv1d_module_with_weight_norm(api, device):
+    conv = tcnkernels.CausalConv1d(3, 5, kernel_size=3, dilation=2, activation="relu", device=device)
+    wn = nn.utils.weight_norm if api == "legacy" else nn.utils.parametrizations.weight_norm
+    conv = wn(conv)
+    x = torch.randn(2, 3, 40, device=device)
+    y = conv(x)
+    torch.testing.assert_close(y, causal_conv1d_reference(x, conv.weight, conv.bias, 2, "relu"))
+    y.sum().backward()
+    g_name = "weight_g" if api == "legacy" else "parametrizations.weight.original0"
+    assert dict(conv.named_parameters())[g_name].grad is not None
+
+
+def test_module_rejects_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="activation"):
+        tcnkernels.CausalConv1d(3, 5, 3, activation="tanh")
+    with pytest.raises(ValueError, match="dilation must be an int >= 1"):
+        tcnkernels.CausalConv1d(3, 5, 3, dilation=0)
+    with pytest.raises(ValueError, match="stride must be 1"):
+        tcnkernels.TemporalBlock(3, 5, 3, stride=2, dilation=1, padding=2)
+    with pytest.raises(ValueError, match="padding must be"):
+        tcnkernels.TemporalBlock(3, 5, 3, stride=1, dilation=2, padding=2)
+
+
+@pytest.mark.parametrize("api", WEIGHT_NORM_APIS)
+def test_same_seed_gives_the_reference_initialisation(api):
+    torch.manual_seed(3)
+    ref = ReferenceTemporalBlock(3, 6, 3, stride=1, dilation=2, padding=4, weight_norm_api=api)
+    torch.manual_seed(3)
+    ours = tcnkernels.TemporalBlock(3, 6, 3, stride=1, dilation=2, padding=4)
+    ours.load_state_dict(ref.state_dict(), strict=True)  # (also checks the keys line up)
+    torch.manual_seed(3)
+    fresh = tcnkernels.TemporalBlock(3, 6, 3, stride=1, dilation=2, padding=4)
+    for key, value in ours.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("api", WEIGHT_NORM_APIS)
+@pytest.mark.parametrize("widths", [(3, 6), (6, 6)], ids=["downsample", "identity-residual"])
+def test_temporal_block_matches_reference(api, widths, device):
+    n_in, n_out = widths
+    ref = ReferenceTemporalBlock(n_in, n_out, 3, stride=1, dilation=4, padding=8, dropout=0.3,
+                                 weight_norm_api=api).to(device)
+    ours = tcnkernels.TemporalBlock(n_in, n_out, 3, stride=1, dilation=4, padding=8, dropout=0.3).to(device)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, n_in, 70, device=device)
+    x_ref = x.clone().requires_grad_()
+    x_ours = x.clone().requires_grad_()
+    # Training mode, same seed: dropout draws the same masks in the same order.
+    torch.manual_seed(11)
+    y_ref = ref(x_ref)
+    torch.manual_seed(11)
+    y_ours = ours(x_ours)
+    torch.testing.assert_close(y_ours, y_ref, rtol=1e-5, atol=1e-5)
+    dy = torch.randn_like(y_ref)
+    y_ref.backward(dy)
+    y_ours.backward(dy)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    ref_grads, our_grads = _grads_by_tensor(ref), _grads_by_tensor(ours)
+    assert ref_grads.keys() == our_grads.keys()
+    for key in ref_grads:
+        torch.testing.assert_close(our_grads[key], ref_grads[key], rtol=1e-4, atol=1e-5, msg=key)
+    ref.eval(), ours.eval()
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("api", WEIGHT_NORM_APIS)
+def test_temporal_conv_net_loads_reference_state_dict(api, device):
+    ref = ReferenceTemporalConvNet(2, [5, 5, 4], kernel_size=3, dropout=0.0, weight_norm_api=api).to(device)
+    ours = tcnkernels.TemporalConvNet(2, [5, 5, 4], kernel_size=3, dropout=0.0).to(device)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 2, 40, device=device)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_convert_swaps_reference_blocks_in_place(device):
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tcn = ReferenceTemporalConvNet(2, [4, 4], kernel_size=2, dropout=0.1)
+            self.head = nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.head(self.tcn(x)[:, :, -1])
+
+    model = Model().to(device).eval()
+    x = torch.randn(3, 2, 30, device=device)
+    expected = model(x)
+    rng_before = torch.get_rng_state()
+    assert tcnkernels.convert(model) is model
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    blocks = list(model.tcn.network)
+    assert all(isinstance(b, tcnkernels.TemporalBlock) for b in blocks)
+    assert not blocks[0].training and blocks[0].dropout1.p == 0.1
+    assert next(blocks[0].parameters()).device.type == device.type
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    block = ReferenceTemporalBlock(2, 3, 2, 1, 1, 1)
+    assert isinstance(tcnkernels.convert(block), tcnkernels.TemporalBlock)
+    with pytest.raises(TypeError, match="nn.Module"):
+        tcnkernels.convert("model")
+
+
+def test_block_compiles_without_graph_breaks(device):
+    """One torch.compile(fullgraph=True) forward + backward through the registered ops."""
+    torch._dynamo.reset()
+    block = tcnkernels.TemporalBlock(3, 4, 2, stride=1, dilation=2, padding=2, dropout=0.0).to(device)
+    x = torch.randn(2, 3, 20, device=device, requires_grad=True)
+    compiled = torch.compile(block, fullgraph=True)
+    y = compiled(x)
+    y.sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    with tcnkernels.use_backend("torch"):
+        y2 = block(x2)
+    torch.testing.assert_close(y, y2, rtol=1e-5, atol=1e-5)
+    y2.sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
