@@ -53,6 +53,15 @@ def check_conv_args(x, weight, bias, dilation, activation):
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}; they must be on one device")
 
 
+def _autocast(x, weight, bias):
+    """Under torch.autocast, run in the autocast dtype like nn.Conv1d (fp32 parameters, bf16 x)."""
+    if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(x.device.type)
+    cast = [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in (x, weight, bias)]
+    return tuple(cast)
+
+
 def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
     """Causal dilated 1-D convolution with fused bias and activation.
 
@@ -75,6 +84,7 @@ def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
         >>> w = torch.randn(32, 16, 3)
         >>> y = tcnkernels.causal_conv1d(x, w, dilation=4, activation="relu")  # (8, 32, 1000)
     """
+    x, weight, bias = _autocast(x, weight, bias)
     check_conv_args(x, weight, bias, dilation, activation)
     if x.dim() == 2:
         return causal_conv1d(x.unsqueeze(0), weight, bias, dilation, activation).squeeze(0)

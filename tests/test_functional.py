@@ -99,3 +99,17 @@ def test_output_is_causal(backend, device):
         y2 = tcnkernels.causal_conv1d(x, w, dilation=4)
     assert torch.equal(y1[:, :, :30], y2[:, :, :30])
     assert not torch.equal(y1[:, :, 30], y2[:, :, 30])
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_autocast_runs_in_the_autocast_dtype(backend, device):
+    x = torch.randn(2, 3, 40, device=device)
+    w = torch.randn(4, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(4, device=device, requires_grad=True)
+    with tcnkernels.use_backend(backend), torch.autocast(device.type, dtype=torch.bfloat16):
+        y = tcnkernels.causal_conv1d(x, w, b, dilation=2, activation="relu")
+    assert y.dtype == torch.bfloat16
+    expected = causal_conv1d_reference(x.bfloat16(), w.bfloat16(), b.bfloat16(), 2, "relu")
+    torch.testing.assert_close(y, expected, rtol=2e-2, atol=2e-2)
+    y.float().sum().backward()
+    assert w.grad.dtype == torch.float32 and b.grad is not None
