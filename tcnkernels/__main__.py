@@ -1,0 +1,117 @@
+"""The command line: `python -m tcnkernels info | check | bench` (also installed as `tcnkernels`)."""
+import argparse
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+
+from . import __version__, _backend
+
+
+def _device():
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def cmd_info(args):
+    """Versions, device, usable backends, interpreter or not."""
+    device = _device()
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    print(f"tcnkernels {__version__}")
+    print(f"python     {platform.python_version()} ({platform.platform()})")
+    print(f"torch      {torch.__version__} (CUDA {torch.version.cuda or 'none'})")
+    print(f"triton     {triton_version}")
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        print(f"device     {props.name}, sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, "
+              f"{props.total_memory / 2**30:.0f} GiB; TF32 for fp32 convs: {torch.backends.cudnn.allow_tf32}")
+    else:
+        print(f"device     CPU only ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)")
+    print(f"interpreter {'on (TRITON_INTERPRET=1): kernels run on CPU tensors' if _backend.INTERPRETER else 'off'}")
+    requested = _backend.requested_backend()
+    print(f"backend    requested: {requested}")
+    for dev in ["cpu"] + (["cuda"] if device.type == "cuda" else []):
+        reason = _backend.triton_unusable_reason(torch.device(dev))
+        triton_state = "usable" if reason is None else f"not usable ({reason})"
+        print(f"  {dev:5s}  triton: {triton_state}; torch: usable; auto picks "
+              f"{'triton' if reason is None else 'torch'}")
+    return 0
+
+
+def cmd_check(args):
+    """Parity of the kernels with the reference on this device."""
+    from .selfcheck import run_checks
+
+    device = _device()
+    if device.type == "cpu" and not _backend.INTERPRETER:
+        if _backend.TRITON_IMPORT_ERROR is not None:
+            print(f"triton is not importable ({_backend.TRITON_IMPORT_ERROR}): only the torch path exists here")
+            return 0
+        # On a CPU the Triton kernels run only in Triton's interpreter, which must be on before import.
+        print("no GPU: checking the Triton kernels in Triton's interpreter on the CPU")
+        env = dict(os.environ, TRITON_INTERPRET="1")
+        return subprocess.call([sys.executable, "-m", "tcnkernels", "check"], env=env)
+    print(f"checking the Triton kernels on {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'} "
+          f"against the fp64 reference (rule: error <= 2x PyTorch's own error in that dtype + 4 ulps)")
+    failures = 0
+    for case, errors in run_checks(device):
+        ok = all(err <= bound for err, bound in errors.values())
+        failures += not ok
+        detail = "  ".join(f"{k} {e:.1e}/{b:.1e}" for k, (e, b) in errors.items())
+        print(f"{'ok  ' if ok else 'FAIL'} {case}: {detail}")
+    print("all checks passed" if not failures else f"{failures} check(s) FAILED")
+    return 1 if failures else 0
+
+
+def cmd_bench(args):
+    """The speed report; writes <out>/<device>.json, .md and .png."""
+    import json
+
+    from . import benchmark
+
+    device = _device()
+    if device.type == "cpu":
+        print("no GPU: running the CPU providers (tcnkernels' torch path vs the reference on CPU); "
+              f"{torch.get_num_threads()} threads", flush=True)
+    report = benchmark.run_report(device, full=args.full, batch_size=args.batch_size, max_length=args.max_length,
+                                  rounds=args.rounds, warmup=args.warmup, progress=not args.no_progress)
+    print(benchmark.render_markdown(report))
+    if args.compare:
+        with open(args.compare) as f:
+            print("\n".join(benchmark.compare(report, json.load(f))))
+    for path in benchmark.write_report(report, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="tcnkernels", description="Fused Triton kernels for TCNs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help=cmd_info.__doc__)
+    sub.add_parser("check", help=cmd_check.__doc__)
+    bench = sub.add_parser("bench", help=cmd_bench.__doc__)
+    scope = bench.add_mutually_exclusive_group()
+    scope.add_argument("--quick", action="store_true", help="whole networks, fp32, forward and training (default)")
+    scope.add_argument("--full", action="store_true", help="conv/block/network levels, all modes, fp32+bf16, sweeps")
+    bench.add_argument("--out", default=os.path.join("benchmarks", "results"), help="results folder")
+    bench.add_argument("--compare", metavar="JSON", help="a stored report to compare with")
+    bench.add_argument("--batch-size", type=int, help="override every configuration's batch size")
+    bench.add_argument("--max-length", type=int, help="cap every sequence length (small smoke runs)")
+    bench.add_argument("--rounds", type=int, help="timed rounds per provider (default 30 GPU, 5 CPU)")
+    bench.add_argument("--warmup", type=int, help="untimed calls first (default 10 GPU, 2 CPU)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "max_length", "rounds", "warmup"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The command line (`python -m tcnkernels info | check | bench`) and the benchmark helpers, on a CPU."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tcnkernels import benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout=600):
+    proc = subprocess.run([sys.executable, "-m", "tcnkernels", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_info_names_versions_device_and_backends():
+    out = run_cli("info")
+    for needle in ("tcnkernels 0.1.0", f"torch      {torch.__version__}", "triton", "device", "interpreter",
+                   "auto picks"):
+        assert needle in out, out
+
+
+def test_check_runs_the_kernels_and_passes():
+    out = run_cli("check")
+    assert "all checks passed" in out and "FAIL" not in out, out
+    assert out.count("ok ") >= 7
+
+
+def test_bench_quick_writes_the_report(tmp_path):
+    out = run_cli("bench", "--quick", "--batch-size", "2", "--max-length", "48", "--rounds", "2", "--warmup", "1",
+                  "--out", str(tmp_path), "--no-progress")
+    assert "CPU providers" in out
+    [json_path] = tmp_path.glob("*.json")
+    report = json.loads(json_path.read_text())
+    assert report["environment"]["device"].startswith("CPU")
+    configs = {r["config"] for r in report["results"]}
+    assert configs == set(benchmark.PAPER_CONFIGS)
+    for r in report["results"]:
+        assert r["median_ms"] > 0 and r["floor_multiple"] > 0 and r["provider"] in benchmark.CPU_PROVIDERS
+    markdown = json_path.with_suffix(".md").read_text()
+    assert "| seq-mnist | network | forward |" in markdown
+    # A rerun compares itself with the stored report.
+    again = run_cli("bench", "--batch-size", "2", "--max-length", "48", "--rounds", "1", "--warmup", "1",
+                    "--out", str(tmp_path / "again"), "--compare", str(json_path), "--no-progress")
+    assert "of stored" in again
+
+
+def test_bench_rejects_bad_options():
+    proc = subprocess.run([sys.executable, "-m", "tcnkernels", "bench", "--rounds", "0"], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "--rounds must be >= 1" in proc.stderr
+
+
+def test_benchmark_files_are_collected():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:xdist"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "test_speed.py::test_speed" in proc.stdout
+
+
+def test_work_counts_conv_flops_and_bytes():
+    shape = benchmark.Shape("s", "conv", 4, 8, (16,), 3, 100, dilation=2)
+    flops, bytes_ = benchmark.work(shape, "forward", "fp32")
+    assert flops == 2 * 4 * 16 * 8 * 3 * 100
+    assert bytes_ == 4 * (4 * 100 * (8 + 16) + 16 * 8 * 3 + 16)
+    assert benchmark.work(shape, "forward+backward", "fp32")[0] == 3 * flops
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_recurrent_baseline_matches_the_tcn_parameter_count(kind):
+    shape = benchmark.paper_shapes()[1]  # seq-mnist
+    n_tcn = benchmark.parameter_count(benchmark.reference_model(shape))
+    n_rnn = benchmark.parameter_count(benchmark.RecurrentBaseline(kind, shape.c_in, n_tcn))
+    assert abs(n_rnn - n_tcn) / n_tcn < 0.02
