@@ -79,7 +79,8 @@ def cmd_bench(args):
         print("no GPU: running the CPU providers (tcnkernels' torch path vs the reference on CPU); "
               f"{torch.get_num_threads()} threads", flush=True)
     report = benchmark.run_report(device, full=args.full, batch_size=args.batch_size, max_length=args.max_length,
-                                  rounds=args.rounds, warmup=args.warmup, progress=not args.no_progress)
+                                  rounds=args.rounds, warmup=args.warmup, progress=not args.no_progress,
+                                  on_case=lambda partial: benchmark.write_report(partial, args.out))
     print(benchmark.render_markdown(report))
     if args.compare:
         with open(args.compare) as f:
