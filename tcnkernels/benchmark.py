@@ -153,7 +153,7 @@ def build_model(provider, shape, device):
 
 
 # ------------------------------------------------------------------------------------------------
-# Counting: the floor is max(bytes / measured bandwidth, FLOPs / measured matmul rate).
+# Counting: the floor is max(bytes / measured bandwidth, FLOPs / measured dense (matmul or conv) rate).
 
 def work(shape, mode, dtype):
     """(FLOPs, fewest bytes) of one call: every conv GEMM; every block input read and output
@@ -185,7 +185,7 @@ def _sync(device):
 
 
 def measure_ceilings(device):
-    """Copy bandwidth (read + write bytes/s) and matmul FLOP/s (fp32 as configured, bf16) measured
+    """Copy bandwidth (read + write bytes/s) and dense FLOP/s (fp32 as configured, bf16) measured
     here. Best of several rounds: a ceiling is what the machine can reach, not what it usually does."""
     n = (256 if device.type == "cuda" else 64) * 2**20 // 4
     src = torch.randn(n, device=device)
@@ -204,7 +204,7 @@ def measure_ceilings(device):
         w = torch.randn(c, c, 3, device=device, dtype=dtype)
         conv = 2 * 8 * c * c * 3 * (length - 2) / _best_seconds(lambda: F.conv1d(x, w), device, warmup=2, rounds=5)
         rates[name] = max(matmul, conv)
-    return {"bandwidth_Bps": 2 * src.numel() * 4 / copy_s, "matmul_flops": rates}
+    return {"bandwidth_Bps": 2 * src.numel() * 4 / copy_s, "dense_flops": rates}
 
 
 def _best_seconds(fn, device, warmup, rounds):
@@ -280,12 +280,13 @@ def summarize(seconds, shape, mode, dtype, ceilings):
     median = statistics.median(t)
     q1, q3 = t[len(t) // 4], t[(3 * len(t)) // 4]
     flops, bytes_ = work(shape, mode, dtype)
-    rate = ceilings["matmul_flops"]["bf16" if dtype == "bf16" else "fp32"]
-    floor_s = max(bytes_ / ceilings["bandwidth_Bps"], flops / rate)
+    rate = ceilings["dense_flops"]["bf16" if dtype == "bf16" else "fp32"]
+    memory_s, compute_s = bytes_ / ceilings["bandwidth_Bps"], flops / rate
+    floor_s = max(memory_s, compute_s)
     return dict(config=shape.name, level=shape.level, shape=dataclasses.asdict(shape), mode=mode, dtype=dtype,
                 median_ms=median * 1e3, iqr_ms=(q3 - q1) * 1e3, rounds=len(t), flops=flops, bytes=bytes_,
                 gb_per_s=bytes_ / median / 1e9, tflop_per_s=flops / median / 1e12, floor_ms=floor_s * 1e3,
-                floor_multiple=median / floor_s)
+                floor_multiple=median / floor_s, floor_bound="memory" if memory_s >= compute_s else "compute")
 
 
 def run_case(shape, mode, dtype, providers, device, ceilings, rounds, warmup):
@@ -416,10 +417,10 @@ def render_markdown(report):
              f"{env['date']}, tcnkernels {env['tcnkernels']} (commit {env.get('commit')}), torch {env['torch']}, "
              f"triton {env['triton']}" + (f", CUDA {env['cuda']}, driver {env['driver']}, TF32 {env['tf32']}"
                                           if "cuda" in env else f", {env['threads']} threads"), "",
-             f"Measured ceilings: copy {ceil['bandwidth_Bps'] / 1e9:.1f} GB/s, matmul "
-             f"{ceil['matmul_flops']['fp32'] / 1e12:.2f} TFLOP/s fp32, {ceil['matmul_flops']['bf16'] / 1e12:.2f} "
+             f"Measured ceilings: copy {ceil['bandwidth_Bps'] / 1e9:.1f} GB/s, dense (best of matmul and conv) "
+             f"{ceil['dense_flops']['fp32'] / 1e12:.2f} TFLOP/s fp32, {ceil['dense_flops']['bf16'] / 1e12:.2f} "
              "TFLOP/s bf16. Times are medians (ms); `xN` is the speed-up of tcnkernels over that provider; "
-             "`floor` is tcnkernels' time as a multiple of max(bytes/bandwidth, FLOPs/matmul rate).", ""]
+             "`floor` is tcnkernels' time as a multiple of max(bytes/bandwidth, FLOPs/dense rate).", ""]
     table = group_by_case(report["results"])
     providers = [p for p in (*GPU_PROVIDERS, *CPU_PROVIDERS) if any(p in row for row in table.values())]
     providers = list(dict.fromkeys(providers))
@@ -438,7 +439,51 @@ def render_markdown(report):
                 cells.append(f"{r['median_ms']:.3f} (x{r['median_ms'] / ours['median_ms']:.2f})")
         floor = f"{ours['floor_multiple']:.1f}x" if ours else ""
         lines.append(f"| {config} | {level} | {mode} | {dtype} | " + " | ".join(cells) + f" | {floor} |")
+    lines += ["", "## Goals (for H100/H200-class GPUs)", "", "| goal | status | detail |", "|---|---|---|"]
+    lines += [f"| {name} | {status} | {detail} |" for name, status, detail in goals(report)]
     return "\n".join(lines) + "\n"
+
+
+def bottleneck(result):
+    """The likely limit of a measured case, from where its floor comes from and how far off it is."""
+    if result["floor_multiple"] > 10:
+        return "launch/latency-bound (over 10x the roofline floor: many small kernels)"
+    return f"{result['floor_bound']}-bound"
+
+
+def _goal(name, table, keys, baseline, target):
+    """(goal, status, detail) of "tcnkernels >= target x faster than `baseline`" over the given cases."""
+    rows = [(k, table[k]) for k in keys if k in table and "tcnkernels" in table[k] and baseline in table[k]]
+    if not rows:
+        return name, "not measured", f"needs {baseline} results (a GPU report)"
+    misses = [f"{k[0]} x{r[baseline]['median_ms'] / r['tcnkernels']['median_ms']:.2f} ({bottleneck(r['tcnkernels'])})"
+              for k, r in rows if r[baseline]["median_ms"] / r["tcnkernels"]["median_ms"] < target]
+    return name, "met" if not misses else "missed", "; ".join(misses) or f"{len(rows)} cases"
+
+
+def goals(report):
+    """The project's speed goals (on H100/H200 class GPUs), and where this report stands on each."""
+    table = group_by_case(report["results"])
+    net = lambda mode: [(c, "network", mode, "fp32") for c in SMALL_CHANNEL_CONFIGS]  # noqa: E731
+    rows = [
+        _goal("whole-TCN forward >= 3x the cuDNN reference (small-channel configs)", table, net("forward"),
+              "cudnn", 3.0),
+        _goal("whole-TCN forward+backward >= 2x the cuDNN reference", table, net("forward+backward"), "cudnn", 2.0),
+        _goal("whole-TCN forward+backward >= 1.5x the compiled reference", table, net("forward+backward"),
+              "compiled", 1.5),
+        _goal("training step >= 5x the matched cuDNN LSTM at L=784 (seq-mnist)", table,
+              [("seq-mnist", "network", "step", "fp32")], "lstm", 5.0),
+    ]
+    memory_bound = [r for r in report["results"] if r["provider"] == "tcnkernels" and r["level"] == "conv"
+                    and bottleneck(r) == "memory-bound"]
+    if report["environment"].get("cuda") is None or not memory_bound:
+        rows.append(("memory-bound kernels >= 70 % of measured bandwidth", "not measured",
+                     "needs single-conv results on a GPU (bench --full)"))
+    else:
+        share = [r["gb_per_s"] * 1e9 / report["ceilings"]["bandwidth_Bps"] for r in memory_bound]
+        rows.append(("memory-bound kernels >= 70 % of measured bandwidth", "met" if min(share) >= 0.7 else "missed",
+                     f"{min(share):.0%} .. {max(share):.0%} over {len(share)} cases"))
+    return rows
 
 
 def render_chart(report, path):

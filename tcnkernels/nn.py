@@ -5,7 +5,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from .functional import causal_conv1d
-from .ops.reference import ACTIVATIONS
+from .ops.reference import ACTIVATIONS, TemporalBlockBase, temporal_levels
 
 # Legacy `torch.nn.utils.weight_norm` state_dict names -> `parametrizations.weight_norm` names.
 _LEGACY_WEIGHT_NORM_KEYS = {"weight_g": "parametrizations.weight.original0",
@@ -52,7 +52,7 @@ class CausalConv1d(nn.Conv1d):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class TemporalBlock(nn.Module):
+class TemporalBlock(TemporalBlockBase):
     """The reference TCN residual block with fused causal convolutions.
 
     Same constructor, parameters, state_dict, initialisation and outputs as the authors'
@@ -83,21 +83,8 @@ class TemporalBlock(nn.Module):
                                  self.conv2, nn.Identity(), nn.Identity(), self.dropout2)
         self.downsample = CausalConv1d(n_inputs, n_outputs, 1) if n_inputs != n_outputs else None
         self.relu = nn.ReLU()
+        # The reference's init, RNG draws included, so the same seed gives the reference's weights.
         self.init_weights()
-
-    def init_weights(self):
-        # The reference's init, with the reference's effect: under weight norm the first two draws
-        # land in a tensor recomputed from g and v, so they only advance the RNG (the same seed
-        # then gives the reference's weights); the 1x1 downsample init takes effect.
-        self.conv1.weight.data.normal_(0, 0.01)
-        self.conv2.weight.data.normal_(0, 0.01)
-        if self.downsample is not None:
-            self.downsample.weight.data.normal_(0, 0.01)
-
-    def forward(self, x):
-        out = self.net(x)
-        res = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + res)
 
 
 class TemporalConvNet(nn.Module):
@@ -112,13 +99,7 @@ class TemporalConvNet(nn.Module):
 
     def __init__(self, num_inputs, num_channels, kernel_size=2, dropout=0.2):
         super().__init__()
-        layers = []
-        for i, out_channels in enumerate(num_channels):
-            dilation = 2**i
-            in_channels = num_inputs if i == 0 else num_channels[i - 1]
-            layers.append(TemporalBlock(in_channels, out_channels, kernel_size, stride=1, dilation=dilation,
-                                        padding=(kernel_size - 1) * dilation, dropout=dropout))
-        self.network = nn.Sequential(*layers)
+        self.network = temporal_levels(TemporalBlock, num_inputs, num_channels, kernel_size, dropout)
 
     def forward(self, x):
         return self.network(x)

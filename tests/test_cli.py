@@ -78,3 +78,26 @@ def test_recurrent_baseline_matches_the_tcn_parameter_count(kind):
     n_tcn = benchmark.parameter_count(benchmark.reference_model(shape))
     n_rnn = benchmark.parameter_count(benchmark.RecurrentBaseline(kind, shape.c_in, n_tcn))
     assert abs(n_rnn - n_tcn) / n_tcn < 0.02
+
+
+def _fake_result(provider, config, mode, ms):
+    shape = benchmark.paper_shapes()[0]
+    result = benchmark.summarize([ms / 1e3], shape, mode, "fp32", {"bandwidth_Bps": 3e12,
+                                                                   "dense_flops": {"fp32": 4e14, "bf16": 8e14}})
+    return dict(result, config=config, provider=provider)
+
+
+def test_goals_report_met_missed_and_unmeasured():
+    results = []
+    for config in benchmark.SMALL_CHANNEL_CONFIGS:
+        results += [_fake_result("tcnkernels", config, "forward", 1.0), _fake_result("cudnn", config, "forward", 3.5)]
+        results += [_fake_result("tcnkernels", config, "forward+backward", 1.0),
+                    _fake_result("cudnn", config, "forward+backward", 1.5)]
+    report = {"environment": {"device": "GPU", "date": "today", "tcnkernels": "0", "torch": "0", "triton": "0",
+                              "cuda": "13", "driver": "1", "tf32": True},
+              "ceilings": {"bandwidth_Bps": 3e12, "dense_flops": {"fp32": 4e14, "bf16": 8e14}}, "results": results}
+    forward, backward, compiled, lstm, bandwidth = benchmark.goals(report)
+    assert forward[1] == "met"
+    assert backward[1] == "missed" and "adding x1.50 (" in backward[2]
+    assert compiled[1] == lstm[1] == bandwidth[1] == "not measured"
+    assert "## Goals" in benchmark.render_markdown(report)

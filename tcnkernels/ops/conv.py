@@ -7,6 +7,7 @@ Registered ops (all take an int `activation`: 0 none, 1 relu):
 Inputs are validated by the public function (`tcnkernels.functional`) before they get here.
 """
 import functools
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -139,7 +140,7 @@ def conv_weight_grad(dy, x, y, kernel_size, dilation, activation):
 # torch.compile(fullgraph=True) traces through the op (an opaque node) on CPU and CUDA alike.
 
 @torch.library.custom_op("tcnkernels::causal_conv1d", mutates_args=())
-def causal_conv1d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int,
+def causal_conv1d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], dilation: int,
                      activation: int) -> torch.Tensor:
     return conv_forward(x, weight, bias, dilation, activation)
 
@@ -150,7 +151,7 @@ def _(x, weight, bias, dilation, activation):
 
 
 @torch.library.custom_op("tcnkernels::causal_conv1d_input_grad", mutates_args=())
-def causal_conv1d_input_grad_op(dy: torch.Tensor, weight: torch.Tensor, y: torch.Tensor | None,
+def causal_conv1d_input_grad_op(dy: torch.Tensor, weight: torch.Tensor, y: Optional[torch.Tensor],
                                 dilation: int, activation: int) -> torch.Tensor:
     return conv_input_grad(dy, weight, y, dilation, activation)
 
@@ -161,9 +162,9 @@ def _(dy, weight, y, dilation, activation):
 
 
 @torch.library.custom_op("tcnkernels::causal_conv1d_weight_grad", mutates_args=())
-def causal_conv1d_weight_grad_op(dy: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None,
+def causal_conv1d_weight_grad_op(dy: torch.Tensor, x: torch.Tensor, y: Optional[torch.Tensor],
                                  kernel_size: int, dilation: int,
-                                 activation: int) -> tuple[torch.Tensor, torch.Tensor]:
+                                 activation: int) -> Tuple[torch.Tensor, torch.Tensor]:
     return conv_weight_grad(dy, x, y, kernel_size, dilation, activation)
 
 

@@ -40,7 +40,36 @@ def _weight_norm(module, api):
     raise ValueError(f"weight_norm_api must be 'legacy' or 'parametrizations', got {api!r}")
 
 
-class ReferenceTemporalBlock(nn.Module):
+class TemporalBlockBase(nn.Module):
+    """What the reference block and the fused block share: the init and the residual forward.
+    Subclasses build conv1, conv2 (weight-normalised), net, downsample (or None) and relu."""
+
+    def init_weights(self):
+        # The authors' init. Under weight norm the first two draws land in a tensor recomputed from
+        # g and v, so they only advance the RNG; only the 1x1 downsample init takes effect.
+        self.conv1.weight.data.normal_(0, 0.01)
+        self.conv2.weight.data.normal_(0, 0.01)
+        if self.downsample is not None:
+            self.downsample.weight.data.normal_(0, 0.01)
+
+    def forward(self, x):
+        out = self.net(x)
+        res = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + res)
+
+
+def temporal_levels(block, num_inputs, num_channels, kernel_size, dropout, **kwargs):
+    """The reference TemporalConvNet's stack: level i is a block with dilation 2**i."""
+    layers = []
+    for i, out_channels in enumerate(num_channels):
+        dilation = 2**i
+        in_channels = num_inputs if i == 0 else num_channels[i - 1]
+        layers.append(block(in_channels, out_channels, kernel_size, stride=1, dilation=dilation,
+                            padding=(kernel_size - 1) * dilation, dropout=dropout, **kwargs))
+    return nn.Sequential(*layers)
+
+
+class ReferenceTemporalBlock(TemporalBlockBase):
     """The authors' TemporalBlock, line for line (padding > 0 as in every TCN level).
 
     `weight_norm_api` picks the weight-norm API and so the state_dict keys: "legacy" (the authors'
@@ -66,33 +95,14 @@ class ReferenceTemporalBlock(nn.Module):
         self.relu = nn.ReLU()
         self.init_weights()
 
-    def init_weights(self):
-        # As in the authors' code. Under weight norm the first two draws land in a tensor that is
-        # recomputed from g and v, so only the downsample init takes effect.
-        self.conv1.weight.data.normal_(0, 0.01)
-        self.conv2.weight.data.normal_(0, 0.01)
-        if self.downsample is not None:
-            self.downsample.weight.data.normal_(0, 0.01)
-
-    def forward(self, x):
-        out = self.net(x)
-        res = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + res)
-
 
 class ReferenceTemporalConvNet(nn.Module):
     """The authors' TemporalConvNet: level i has dilation 2**i."""
 
     def __init__(self, num_inputs, num_channels, kernel_size=2, dropout=0.2, weight_norm_api="legacy"):
         super().__init__()
-        layers = []
-        for i, out_channels in enumerate(num_channels):
-            dilation = 2**i
-            in_channels = num_inputs if i == 0 else num_channels[i - 1]
-            layers.append(ReferenceTemporalBlock(in_channels, out_channels, kernel_size, stride=1,
-                                                 dilation=dilation, padding=(kernel_size - 1) * dilation,
-                                                 dropout=dropout, weight_norm_api=weight_norm_api))
-        self.network = nn.Sequential(*layers)
+        self.network = temporal_levels(ReferenceTemporalBlock, num_inputs, num_channels, kernel_size, dropout,
+                                       weight_norm_api=weight_norm_api)
 
     def forward(self, x):
         return self.network(x)
