@@ -1,5 +1,6 @@
 """Shared test helpers: NaN-guarded inputs and the tolerance rule against an fp64 reference."""
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tcnkernels.selfcheck import conv_grads, error_and_bound
 
@@ -25,3 +26,21 @@ def assert_close_to_reference(name, actual, ref64, torch_same_dtype):
         idx = tuple(torch.nonzero(bad)[0].tolist())
         raise AssertionError(f"{name}: error {err:.3g} > bound {bound:.3g}; first mismatch at {idx}: "
                              f"got {actual[idx].item()!r}, expected {ref64[idx].item()!r}")
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records every aten/custom op that runs inside the `with` block."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+    def kernel_ops(self):
+        return [op for op in self.ops if op.startswith("tcnkernels.")]
+
+    def pytorch_convolutions(self):
+        return [op for op in self.ops if "conv" in op and not op.startswith("tcnkernels.")]

@@ -1,14 +1,13 @@
 """Interpreter tier: the real Triton kernels (forward, input and weight gradients) against the reference."""
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import tcnkernels
 from tcnkernels import _backend
 from tcnkernels.ops import conv
 from tcnkernels.ops.reference import causal_conv1d_reference
 
-from helpers import assert_close_to_reference, guarded, reference_grads
+from helpers import OpRecorder, assert_close_to_reference, guarded, reference_grads
 
 # (B, C_in, C_out, L, K, dilation, bias, relu): awkward sizes first. Tiles are 64 steps and up to 64
 # channels / 64 reduction columns (C_in*K), so 63/65/130/257 cross tile edges, 33*7 and 70 make
@@ -190,22 +189,11 @@ def test_outputs_are_poisoned_before_kernels_write_them(device):
     assert torch.isnan(_backend.new_output(x, (4, 5))).all()
 
 
-class _OpRecorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def test_forced_triton_runs_no_pytorch_convolution(device):
     x, w, b, dilation, act = make_inputs(CASES[5], torch.float32, device)
-    with tcnkernels.use_backend("triton"), _OpRecorder() as rec:
+    with tcnkernels.use_backend("triton"), OpRecorder() as rec:
         tcnkernels.causal_conv1d(x, w, b, dilation, act).sum().backward()
-    assert any("tcnkernels" in op for op in rec.ops)
-    assert not [op for op in rec.ops if "conv" in op and "tcnkernels" not in op], rec.ops
+    assert rec.kernel_ops() and not rec.pytorch_convolutions(), rec.ops
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[5], CASES[8]], ids=[CASE_IDS[i] for i in (1, 5, 8)])

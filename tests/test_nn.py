@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 import tcnkernels
+from helpers import OpRecorder
 from tcnkernels.ops.reference import (ReferenceTemporalBlock, ReferenceTemporalConvNet,
                                       causal_conv1d_reference)
 
@@ -148,3 +149,11 @@ def test_block_compiles_without_graph_breaks(device):
     torch.testing.assert_close(y, y2, rtol=1e-5, atol=1e-5)
     y2.sum().backward()
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_forced_triton_block_runs_no_pytorch_convolution(device):
+    block = tcnkernels.TemporalBlock(3, 5, 3, stride=1, dilation=2, padding=4).to(device)  # with downsample
+    x = torch.randn(2, 3, 30, device=device, requires_grad=True)
+    with tcnkernels.use_backend("triton"), OpRecorder() as rec:
+        block(x).sum().backward()
+    assert len(rec.kernel_ops()) >= 6 and not rec.pytorch_convolutions(), rec.ops

@@ -12,7 +12,9 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+# Lengths and batch-dependent counts are not specialised (no recompile per L % 16); strides are,
+# so the common stride-1 time axis compiles to contiguous, vectorised loads.
+@triton.jit(do_not_specialize=["L", "N_T_BLOCKS"])
 def causal_conv1d_kernel(
     in_ptr, gate_ptr, w_ptr, bias_ptr, out_ptr,
     C_IN, C_OUT, L, K, DILATION,
@@ -92,7 +94,7 @@ def causal_conv1d_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_co[:, None] & (offs_t < L)[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["L", "N_T_BLOCKS", "N_ITEMS", "ITEMS_PER_CHUNK"])
 def causal_conv1d_weight_grad_kernel(
     x_ptr, dy_ptr, gate_ptr, dw_partial_ptr, db_partial_ptr,
     C_IN, C_OUT, L, K, DILATION,
