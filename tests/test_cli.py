@@ -44,7 +44,8 @@ def test_bench_quick_writes_the_report(tmp_path):
     for r in report["results"]:
         assert r["median_ms"] > 0 and r["floor_multiple"] > 0 and r["provider"] in benchmark.CPU_PROVIDERS
     markdown = json_path.with_suffix(".md").read_text()
-    assert "| seq-mnist | network | forward |" in markdown
+    assert "| seq-mnist | network | forward |" in markdown and "## Goals" in markdown
+    assert json_path.with_suffix(".png").stat().st_size > 1000
     # A rerun compares itself with the stored report.
     again = run_cli("bench", "--batch-size", "2", "--max-length", "48", "--rounds", "1", "--warmup", "1",
                     "--out", str(tmp_path / "again"), "--compare", str(json_path), "--no-progress")
