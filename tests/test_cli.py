@@ -102,3 +102,17 @@ def test_goals_report_met_missed_and_unmeasured():
     assert backward[1] == "missed" and "adding x1.50 (" in backward[2]
     assert compiled[1] == lstm[1] == bandwidth[1] == "not measured"
     assert "## Goals" in benchmark.render_markdown(report)
+
+
+@pytest.mark.parametrize("mode,dtype", [("step", "bf16"), ("forward", "fp32")])
+def test_every_provider_runs_a_case(mode, dtype):
+    """The GPU baselines' code paths (cuDNN settings, torch.compile, LSTM/GRU, autocast, optimizer
+    step) run on a CPU too; only their timings need a GPU to mean anything."""
+    shape = benchmark.Shape("tiny", "network", 2, 3, (4, 4), 3, 32, dropout=0.1)
+    ceilings = {"bandwidth_Bps": 1e10, "dense_flops": {"fp32": 1e11, "bf16": 1e11}}
+    providers = ["tcnkernels", "cudnn", "cudnn-deterministic", "compiled", "lstm", "gru"]
+    results = benchmark.run_case(shape, mode, dtype, providers, torch.device("cpu"), ceilings, rounds=2, warmup=1)
+    assert [r["provider"] for r in results] == providers
+    for r in results:
+        assert r["median_ms"] > 0 and r["rounds"] == 2 and r["floor_bound"] in ("memory", "compute")
+    assert not torch.backends.cudnn.deterministic

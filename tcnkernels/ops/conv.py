@@ -6,6 +6,7 @@ Registered ops (all take an int `activation`: 0 none, 1 relu):
   tcnkernels::causal_conv1d_weight_grad(dy, x, y?, kernel_size, dilation, activation) -> (dw, db)
 Inputs are validated by the public function (`tcnkernels.functional`) before they get here.
 """
+import contextlib
 import functools
 from typing import Optional, Tuple
 
@@ -59,6 +60,11 @@ def _target_programs(device):
     return 4 * _sm_count(device.index or 0) if device.type == "cuda" else 4
 
 
+def _on_device(t):
+    # Triton launches on the current CUDA device: make it the tensor's (cuda:1 while cuda:0 is current).
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _launch_conv(inp, gate, weight, w_strides, bias, out, kernel_size, dilation, anti_causal, apply_relu):
     """out = conv(inp (* (gate > 0))) with the tap direction and weight view the caller chose."""
     B, c_in, L = inp.shape
@@ -67,16 +73,17 @@ def _launch_conv(inp, gate, weight, w_strides, bias, out, kernel_size, dilation,
     n_co, n_t = triton.cdiv(c_out, block_co), triton.cdiv(L, BLOCK_T)
     upcast, acc_fp64, precision = dtype_flags(inp.dtype, inp.device)
     gate_arg = inp if gate is None else gate
-    causal_conv1d_kernel[(B * n_co * n_t,)](
-        inp, gate_arg, weight, bias if bias is not None else out, out,
-        c_in, c_out, L, kernel_size, dilation,
-        *inp.stride(), *gate_arg.stride(), *w_strides, bias.stride(0) if bias is not None else 0,
-        *out.stride(),
-        n_co, n_t,
-        ANTI_CAUSAL=anti_causal, GATE_BY_RELU=gate is not None, HAS_BIAS=bias is not None,
-        APPLY_RELU=apply_relu, UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision,
-        BLOCK_CO=block_co, BLOCK_J=block_j, BLOCK_T=BLOCK_T, num_warps=NUM_WARPS,
-    )
+    with _on_device(inp):
+        causal_conv1d_kernel[(B * n_co * n_t,)](
+            inp, gate_arg, weight, bias if bias is not None else out, out,
+            c_in, c_out, L, kernel_size, dilation,
+            *inp.stride(), *gate_arg.stride(), *w_strides, bias.stride(0) if bias is not None else 0,
+            *out.stride(),
+            n_co, n_t,
+            ANTI_CAUSAL=anti_causal, GATE_BY_RELU=gate is not None, HAS_BIAS=bias is not None,
+            APPLY_RELU=apply_relu, UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision,
+            BLOCK_CO=block_co, BLOCK_J=block_j, BLOCK_T=BLOCK_T, num_warps=NUM_WARPS,
+        )
     return out
 
 
@@ -122,14 +129,15 @@ def conv_weight_grad(dy, x, y, kernel_size, dilation, activation):
     dw_partial = new_output(x, (n_chunks, c_out, n_j), dtype=partial_dtype)
     db_partial = new_output(x, (n_chunks, c_out), dtype=partial_dtype)
     gate = y if activation == RELU else dy
-    causal_conv1d_weight_grad_kernel[(n_chunks * n_co * n_jb,)](
-        x, dy, gate, dw_partial, db_partial,
-        c_in, c_out, L, kernel_size, dilation,
-        *x.stride(), *dy.stride(), *gate.stride(),
-        n_co, n_jb, n_t, n_items, items_per_chunk,
-        GATE_BY_RELU=activation == RELU, UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision,
-        BLOCK_CO=block_co, BLOCK_J=block_j, BLOCK_T=BLOCK_T, num_warps=NUM_WARPS,
-    )
+    with _on_device(x):
+        causal_conv1d_weight_grad_kernel[(n_chunks * n_co * n_jb,)](
+            x, dy, gate, dw_partial, db_partial,
+            c_in, c_out, L, kernel_size, dilation,
+            *x.stride(), *dy.stride(), *gate.stride(),
+            n_co, n_jb, n_t, n_items, items_per_chunk,
+            GATE_BY_RELU=activation == RELU, UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision,
+            BLOCK_CO=block_co, BLOCK_J=block_j, BLOCK_T=BLOCK_T, num_warps=NUM_WARPS,
+        )
     dw = dw_partial.sum(0).view(c_out, c_in, kernel_size).to(x.dtype)
     db = db_partial.sum(0).to(x.dtype)
     return dw, db
