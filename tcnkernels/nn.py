@@ -99,6 +99,8 @@ class TemporalConvNet(nn.Module):
 
     def __init__(self, num_inputs, num_channels, kernel_size=2, dropout=0.2):
         super().__init__()
+        if isinstance(num_channels, (str, bytes)) or not hasattr(num_channels, "__len__") or not num_channels:
+            raise ValueError(f"num_channels must be a non-empty list of widths, got {num_channels!r}")
         self.network = temporal_levels(TemporalBlock, num_inputs, num_channels, kernel_size, dropout)
 
     def forward(self, x):

@@ -55,6 +55,18 @@ def test_module_rejects_bad_constructor_arguments():
         tcnkernels.TemporalBlock(3, 5, 3, stride=2, dilation=1, padding=2)
     with pytest.raises(ValueError, match="padding must be"):
         tcnkernels.TemporalBlock(3, 5, 3, stride=1, dilation=2, padding=2)
+    with pytest.raises(ValueError, match="num_channels must be a non-empty list"):
+        tcnkernels.TemporalConvNet(3, [])
+    with pytest.raises(ValueError, match="out_channels must be an int >= 1"):
+        tcnkernels.TemporalConvNet(3, [4, 0])
+
+
+def test_modules_reject_bad_input_with_clear_errors():
+    block = tcnkernels.TemporalBlock(3, 5, 3, stride=1, dilation=1, padding=2)
+    with pytest.raises(ValueError, match="x has 4 channels"):
+        block(torch.randn(2, 4, 10))
+    with pytest.raises(TypeError, match="x must be float16, bfloat16, float32 or float64"):
+        block(torch.ones(2, 3, 10, dtype=torch.int32))
 
 
 @pytest.mark.parametrize("api", WEIGHT_NORM_APIS)
