@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # All the GPU work of a session in one call on a CUDA machine: the GPU test tier (the whole suite
 # with compiled kernels on CUDA), the parity self-check, the conv timing preview and the speed report.
-# Everything lands under $OUT (default benchmarks/results/out): copy <device>.json/.md/.png into
-# benchmarks/results/ and commit them with the device name.
+# Everything lands under $OUT (default benchmarks/results/out), in five files (the device tool brings
+# back at most 8): session.log, preview.json and the report's <device>.json/.md/.png; copy the
+# report into benchmarks/results/ and commit it with the device name.
 #   bash benchmarks/gpu_session.sh                      # quick report
 #   BENCH_SCOPE=--full bash benchmarks/gpu_session.sh   # full report (cut at 300 s, partial kept)
 # The lent GPU machines have no network but carry torch, triton, pytest, pytest-xdist,
@@ -12,13 +13,11 @@ OUT=${OUT:-benchmarks/results/out}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; $PY -m tcnkernels info; } \
-    2>&1 | tee "$OUT/device.txt"
-TCNKERNELS_TEST_DEVICE=cuda timeout 240 $PY -m pytest tests -q -p no:cacheprovider \
-    --ignore=tests/test_compile_only.py --ignore=tests/test_cli.py --junitxml="$OUT/gpu-tests.xml" \
-    2>&1 | tail -40 | tee "$OUT/gpu-tests.txt"
-$PY -m tcnkernels check 2>&1 | tee "$OUT/check.txt"
-timeout 120 $PY benchmarks/preview.py --out "$OUT/preview.json" 2>&1 | tee "$OUT/preview.txt"
+LOG="$OUT/session.log"
+{ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; $PY -m tcnkernels info; } 2>&1 | tee "$LOG"
+TCNKERNELS_TEST_DEVICE=cuda timeout 240 $PY -m pytest tests -q -p no:cacheprovider -rs \
+    --ignore=tests/test_compile_only.py --ignore=tests/test_cli.py 2>&1 | tail -60 | tee -a "$LOG"
+$PY -m tcnkernels check 2>&1 | tee -a "$LOG"
+timeout 120 $PY benchmarks/preview.py --out "$OUT/preview.json" 2>&1 | tee -a "$LOG"
 # The report rewrites its files after every case, so a run cut by the timeout keeps what it measured.
-timeout 300 $PY -m tcnkernels bench ${BENCH_SCOPE:---quick} --out "$OUT" --no-progress 2>&1 | tail -60 \
-    | tee "$OUT/bench.txt"
+timeout 300 $PY -m tcnkernels bench ${BENCH_SCOPE:---quick} --out "$OUT" --no-progress 2>&1 | tail -60 | tee -a "$LOG"
