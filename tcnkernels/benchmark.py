@@ -59,11 +59,6 @@ class Shape:
             return [(i, o, 2**lvl) for lvl, (i, o) in enumerate(zip(ins, self.channels))]
         return [(self.c_in, self.channels[0], self.dilation)]
 
-    def describe(self):
-        widths = "x".join(str(c) for c in self.channels)
-        return f"B={self.B} C_in={self.c_in} ch={widths} K={self.K} L={self.L}" + (
-            f" d={self.dilation}" if self.level != "network" else "")
-
 
 def paper_shapes(levels=("network",), batch_size=None, max_length=None):
     """Each paper configuration at each level; the conv and block levels take the widest middle level."""
@@ -410,6 +405,11 @@ def group_by_case(results):
     return table
 
 
+def _providers_in(rows):
+    """The providers present in `rows` ({provider: result} dicts), in the canonical order."""
+    return [p for p in dict.fromkeys((*GPU_PROVIDERS, *CPU_PROVIDERS)) if any(p in row for row in rows)]
+
+
 def render_markdown(report):
     env = report["environment"]
     ceil = report["ceilings"]
@@ -422,8 +422,7 @@ def render_markdown(report):
              "TFLOP/s bf16. Times are medians (ms); `xN` is the speed-up of tcnkernels over that provider; "
              "`floor` is tcnkernels' time as a multiple of max(bytes/bandwidth, FLOPs/dense rate).", ""]
     table = group_by_case(report["results"])
-    providers = [p for p in (*GPU_PROVIDERS, *CPU_PROVIDERS) if any(p in row for row in table.values())]
-    providers = list(dict.fromkeys(providers))
+    providers = _providers_in(table.values())
     lines.append("| config | level | mode | dtype | " + " | ".join(providers) + " | floor |")
     lines.append("|" + "---|" * (5 + len(providers)))
     for (config, level, mode, dtype), row in table.items():
@@ -496,9 +495,7 @@ def render_chart(report, path):
         return False
     table = group_by_case(report["results"])
     rows = [(k, v) for k, v in table.items() if k[1] == "network" and k[3] == "fp32" and "tcnkernels" in v]
-    baselines = [p for p in (*GPU_PROVIDERS, *CPU_PROVIDERS) if p != "tcnkernels"
-                 and any(p in v for _, v in rows)]
-    baselines = list(dict.fromkeys(baselines))
+    baselines = [p for p in _providers_in(v for _, v in rows) if p != "tcnkernels"]
     fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
     width = 0.8 / max(1, len(baselines))
     for i, p in enumerate(baselines):
