@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from tcnkernels import benchmark
+from tcnkernels.bench.report import environment as bench_environment
+from tcnkernels.bench.timing import measure_ceilings
 
 
 @pytest.fixture(scope="session")
@@ -13,9 +14,9 @@ def device():
 @pytest.fixture(scope="session")
 def ceilings(device):
     """Copy bandwidth and matmul rates measured on this machine, for the roofline floor."""
-    return benchmark.measure_ceilings(device)
+    return measure_ceilings(device)
 
 
 @pytest.fixture(scope="session")
 def environment(device):
-    return benchmark.environment(device)
+    return bench_environment(device)

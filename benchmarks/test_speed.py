@@ -11,22 +11,24 @@ and the roofline floor (measured on the same machine) as a multiple. Cases a CPU
 import pytest
 import torch
 
-from tcnkernels import benchmark as tcnbench
+from tcnkernels.bench import configs
+from tcnkernels.bench.providers import base_provider, prepare
+from tcnkernels.bench.timing import summarize, warm_and_peak_memory
 
-SHAPES = (tcnbench.paper_shapes(("conv", "block", "network")) + tcnbench.sweep_shapes())
-CASES = [(s, m, d) for s in SHAPES for m in tcnbench.MODES for d in tcnbench.DTYPES]
-PROVIDERS = ("tcnkernels", "reference") + tcnbench.GPU_PROVIDERS[1:]
+SHAPES = configs.paper_shapes(("conv", "block", "network")) + configs.sweep_shapes()
+CASES = [(s, m, d) for s in SHAPES for m in configs.MODES for d in configs.DTYPES]
+PROVIDERS = configs.CPU_PROVIDERS + tuple(p for p in configs.GPU_PROVIDERS if p != "tcnkernels")
 
 
 def _skip_reason(provider, shape, mode, dtype, device):
     if device.type == "cpu":
-        if provider not in tcnbench.CPU_PROVIDERS:
+        if provider not in configs.CPU_PROVIDERS:
             return f"{provider} is a GPU baseline"
         if dtype == "bf16":
             return "bf16 autocast is measured on GPUs only"
     elif provider == "reference":
         return "on a GPU the reference is the cudnn provider"
-    if provider in tcnbench.RECURRENT and shape.level != "network":
+    if base_provider(provider) in configs.RECURRENT and shape.level != "network":
         return "recurrent baselines stand in for whole networks only"
     return None
 
@@ -38,12 +40,12 @@ def test_speed(benchmark, provider, shape, mode, dtype, device, ceilings, enviro
     reason = _skip_reason(provider, shape, mode, dtype, device)
     if reason:
         pytest.skip(reason)
-    timed, peak = tcnbench.prepare(provider, shape, mode, dtype, device,
-                                   warmup=10 if device.type == "cuda" else 2)
+    timed = prepare(provider, shape, mode, dtype, device)
+    peak = warm_and_peak_memory(timed, device, warmup=10 if device.type == "cuda" else 2)
     benchmark.pedantic(timed, rounds=30 if device.type == "cuda" else 5, iterations=1, warmup_rounds=1)
     stats = benchmark.stats.stats
     seconds = list(stats.data)
     benchmark.extra_info.update(environment=environment, provider=provider, peak_memory_bytes=peak,
-                                **tcnbench.summarize(seconds, shape, mode, dtype, ceilings))
+                                **summarize(seconds, shape, mode, dtype, ceilings))
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, False
 

@@ -9,6 +9,9 @@ import torch
 
 from . import __version__, _backend
 
+# Outside the repository's committed results, so a run in a clone never overwrites them.
+DEFAULT_BENCH_OUT = "tcnkernels-results"
+
 
 def _device():
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -57,12 +60,13 @@ def cmd_check(args):
         env = dict(os.environ, TRITON_INTERPRET="1")
         return subprocess.call([sys.executable, "-m", "tcnkernels", "check"], env=env)
     print(f"checking the Triton kernels on {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'} "
-          f"against the fp64 reference (rule: error <= 2x PyTorch's own error in that dtype + 4 ulps)")
+          "against the fp64 reference.\n`err` is the kernel's largest absolute error against fp64; `bound` the largest "
+          "the rule allows: 2x PyTorch's own error in that dtype, plus 4 ulps of the output's scale.")
     failures = 0
     for case, errors in run_checks(device):
         ok = all(err <= bound for err, bound in errors.values())
         failures += not ok
-        detail = "  ".join(f"{k} {e:.1e}/{b:.1e}" for k, (e, b) in errors.items())
+        detail = "  ".join(f"{k} err {e:.1e} (bound {b:.1e})" for k, (e, b) in errors.items())
         print(f"{'ok  ' if ok else 'FAIL'} {case}: {detail}")
     print("all checks passed" if not failures else f"{failures} check(s) FAILED")
     return 1 if failures else 0
@@ -72,25 +76,26 @@ def cmd_bench(args):
     """The speed report; writes <out>/<device>.json, .md and .png."""
     import json
 
-    from . import benchmark
+    from .bench import report as bench_report
+    from .bench.timing import run_report
 
     device = _device()
     if device.type == "cpu":
         print("no GPU: running the CPU providers (tcnkernels' torch path vs the reference on CPU); "
               f"{torch.get_num_threads()} threads", flush=True)
-    report = benchmark.run_report(device, full=args.full, batch_size=args.batch_size, max_length=args.max_length,
-                                  rounds=args.rounds, warmup=args.warmup, progress=not args.no_progress,
-                                  on_case=lambda partial: benchmark.write_report(partial, args.out))
-    print(benchmark.render_markdown(report))
+    report = run_report(device, full=args.full, batch_size=args.batch_size, max_length=args.max_length,
+                        rounds=args.rounds, warmup=args.warmup, progress=not args.no_progress,
+                        on_case=lambda partial: bench_report.write_report(partial, args.out))
+    print(bench_report.render_markdown(report))
     if args.compare:
         with open(args.compare) as f:
-            print("\n".join(benchmark.compare(report, json.load(f))))
-    for path in benchmark.write_report(report, args.out):
+            print("\n".join(bench_report.compare(report, json.load(f))))
+    for path in bench_report.write_report(report, args.out):
         print(f"wrote {path}")
     return 0
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(prog="tcnkernels", description="Fused Triton kernels for TCNs.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help=cmd_info.__doc__)
@@ -99,18 +104,30 @@ def main(argv=None):
     scope = bench.add_mutually_exclusive_group()
     scope.add_argument("--quick", action="store_true", help="whole networks, fp32, forward and training (default)")
     scope.add_argument("--full", action="store_true", help="conv/block/network levels, all modes, fp32+bf16, sweeps")
-    bench.add_argument("--out", default=os.path.join("benchmarks", "results"), help="results folder")
+    bench.add_argument("--out", default=DEFAULT_BENCH_OUT,
+                       help=f"results folder (default: ./{DEFAULT_BENCH_OUT}; the committed reports live in "
+                            "benchmarks/results of a clone: write there only on purpose)")
     bench.add_argument("--compare", metavar="JSON", help="a stored report to compare with")
     bench.add_argument("--batch-size", type=int, help="override every configuration's batch size")
     bench.add_argument("--max-length", type=int, help="cap every sequence length (small smoke runs)")
     bench.add_argument("--rounds", type=int, help="timed rounds per provider (default 30 GPU, 5 CPU)")
     bench.add_argument("--warmup", type=int, help="untimed calls first (default 10 GPU, 2 CPU)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     for name in ("batch_size", "max_length", "rounds", "warmup"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
 
 

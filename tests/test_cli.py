@@ -7,14 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from tcnkernels import benchmark
+from tcnkernels.__main__ import DEFAULT_BENCH_OUT
+from tcnkernels.bench import configs, providers, timing
+from tcnkernels.bench import report as bench_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, timeout=600):
+def run_cli(*args, timeout=600, cwd=ROOT):
     proc = subprocess.run([sys.executable, "-m", "tcnkernels", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -30,26 +32,74 @@ def test_check_runs_the_kernels_and_passes():
     out = run_cli("check")
     assert "all checks passed" in out and "FAIL" not in out, out
     assert out.count("ok ") >= 7
+    # every number is labelled: "dx err 1.2e-07 (bound 3.4e-06)"
+    assert "`err` is the kernel's largest absolute error" in out and " err " in out and "(bound " in out
 
 
 def test_bench_quick_writes_the_report(tmp_path):
+    # Run from an empty folder with no --out: the files land in ./tcnkernels-results, never in a
+    # clone's committed benchmarks/results.
     out = run_cli("bench", "--quick", "--batch-size", "2", "--max-length", "48", "--rounds", "2", "--warmup", "1",
-                  "--out", str(tmp_path), "--no-progress")
+                  "--no-progress", cwd=tmp_path)
     assert "CPU providers" in out
-    [json_path] = tmp_path.glob("*.json")
+    [json_path] = (tmp_path / DEFAULT_BENCH_OUT).glob("*.json")
+    assert f"wrote {DEFAULT_BENCH_OUT}/" in out and not (tmp_path / "benchmarks").exists()
     report = json.loads(json_path.read_text())
     assert report["environment"]["device"].startswith("CPU")
-    configs = {r["config"] for r in report["results"]}
-    assert configs == set(benchmark.PAPER_CONFIGS)
+    configs_seen = {r["config"] for r in report["results"]}
+    assert configs_seen == set(configs.PAPER_CONFIGS)
     for r in report["results"]:
-        assert r["median_ms"] > 0 and r["floor_multiple"] > 0 and r["provider"] in benchmark.CPU_PROVIDERS
+        assert r["median_ms"] > 0 and r["floor_multiple"] > 0 and r["provider"] in configs.CPU_PROVIDERS
     markdown = json_path.with_suffix(".md").read_text()
     assert "| seq-mnist | network | forward |" in markdown and "## Goals" in markdown
-    assert json_path.with_suffix(".png").stat().st_size > 1000
-    # A rerun compares itself with the stored report.
+    assert json_path.with_suffix(".png").exists()
+    # A rerun at the same shapes compares every case with the stored report...
     again = run_cli("bench", "--batch-size", "2", "--max-length", "48", "--rounds", "1", "--warmup", "1",
                     "--out", str(tmp_path / "again"), "--compare", str(json_path), "--no-progress")
-    assert "of stored" in again
+    assert again.count("of stored") == len(report["results"]) and "not compared" not in again
+    # ...and one at another length compares none of them.
+    other = run_cli("bench", "--batch-size", "2", "--max-length", "40", "--rounds", "1", "--warmup", "1",
+                    "--out", str(tmp_path / "other"), "--compare", str(json_path), "--no-progress")
+    assert "of stored" not in other and f"{len(report['results'])} case(s) have no stored result" in other
+
+
+def _report(results, device="GPU"):
+    return {"environment": {"device": device, "date": "today", "tcnkernels": "0", "torch": "0", "triton": "0",
+                            "cuda": "13", "driver": "1", "tf32": True},
+            "ceilings": {"bandwidth_Bps": 3e12, "dense_flops": {"fp32": 4e14, "bf16": 8e14}}, "results": results}
+
+
+def test_chart_plots_the_speedups():
+    """The bars are tcnkernels' speed-ups over each baseline, one group per network case."""
+    results = [_fake_result("tcnkernels", "adding", "forward", 1.0), _fake_result("cudnn", "adding", "forward", 3.0),
+               _fake_result("lstm", "adding", "forward", 5.0),
+               _fake_result("tcnkernels", "seq-mnist", "forward", 2.0), _fake_result("cudnn", "seq-mnist", "forward", 3.0),
+               dict(_fake_result("compiled", "adding", "forward", 1.0), error="RuntimeError: boom")]
+    fig = bench_report.draw_chart(_report(results))
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights[:2] == [3.0, 1.5]  # cudnn: adding, seq-mnist
+    assert heights[2] == 5.0 and heights[3] != heights[3]  # lstm: adding, no seq-mnist result (NaN: no bar)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cudnn", "lstm"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["adding\nforward", "seq-mnist\nforward"]
+    assert "- compiled, adding network forward fp32: RuntimeError: boom" in bench_report.render_markdown(
+        _report(results))
+
+
+def test_a_provider_that_fails_is_reported_not_fatal(monkeypatch):
+    real_prepare = timing.prepare
+
+    def prepare(provider, *args):
+        if provider == "cudnn":
+            raise RuntimeError("capture failed")
+        return real_prepare(provider, *args)
+
+    monkeypatch.setattr(timing, "prepare", prepare)
+    shape = configs.Shape("tiny", "network", 2, 3, (4, 4), 3, 32)
+    ceilings = {"bandwidth_Bps": 1e10, "dense_flops": {"fp32": 1e11, "bf16": 1e11}}
+    results = timing.run_case(shape, "forward", "fp32", ["tcnkernels", "cudnn"], torch.device("cpu"), ceilings,
+                              rounds=1, warmup=1)
+    assert results[0]["median_ms"] > 0 and results[1]["error"] == "RuntimeError: capture failed"
 
 
 def test_bench_rejects_bad_options():
@@ -66,53 +116,51 @@ def test_benchmark_files_are_collected():
 
 
 def test_work_counts_conv_flops_and_bytes():
-    shape = benchmark.Shape("s", "conv", 4, 8, (16,), 3, 100, dilation=2)
-    flops, bytes_ = benchmark.work(shape, "forward", "fp32")
+    shape = configs.Shape("s", "conv", 4, 8, (16,), 3, 100, dilation=2)
+    flops, bytes_ = configs.work(shape, "forward", "fp32")
     assert flops == 2 * 4 * 16 * 8 * 3 * 100
     assert bytes_ == 4 * (4 * 100 * (8 + 16) + 16 * 8 * 3 + 16)
-    assert benchmark.work(shape, "forward+backward", "fp32")[0] == 3 * flops
+    assert configs.work(shape, "forward+backward", "fp32")[0] == 3 * flops
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_recurrent_baseline_matches_the_tcn_parameter_count(kind):
-    shape = benchmark.paper_shapes()[1]  # seq-mnist
-    n_tcn = benchmark.parameter_count(benchmark.reference_model(shape))
-    n_rnn = benchmark.parameter_count(benchmark.RecurrentBaseline(kind, shape.c_in, n_tcn))
+    shape = configs.paper_shapes()[1]  # seq-mnist
+    n_tcn = providers.parameter_count(providers.reference_model(shape))
+    n_rnn = providers.parameter_count(providers.RecurrentBaseline(kind, shape.c_in, n_tcn))
     assert abs(n_rnn - n_tcn) / n_tcn < 0.02
 
 
 def _fake_result(provider, config, mode, ms):
-    shape = benchmark.paper_shapes()[0]
-    result = benchmark.summarize([ms / 1e3], shape, mode, "fp32", {"bandwidth_Bps": 3e12,
+    shape = configs.paper_shapes()[0]
+    result = timing.summarize([ms / 1e3], shape, mode, "fp32", {"bandwidth_Bps": 3e12,
                                                                    "dense_flops": {"fp32": 4e14, "bf16": 8e14}})
     return dict(result, config=config, provider=provider)
 
 
 def test_goals_report_met_missed_and_unmeasured():
     results = []
-    for config in benchmark.SMALL_CHANNEL_CONFIGS:
+    for config in configs.SMALL_CHANNEL_CONFIGS:
         results += [_fake_result("tcnkernels", config, "forward", 1.0), _fake_result("cudnn", config, "forward", 3.5)]
         results += [_fake_result("tcnkernels", config, "forward+backward", 1.0),
                     _fake_result("cudnn", config, "forward+backward", 1.5)]
-    report = {"environment": {"device": "GPU", "date": "today", "tcnkernels": "0", "torch": "0", "triton": "0",
-                              "cuda": "13", "driver": "1", "tf32": True},
-              "ceilings": {"bandwidth_Bps": 3e12, "dense_flops": {"fp32": 4e14, "bf16": 8e14}}, "results": results}
-    forward, backward, compiled, lstm, bandwidth = benchmark.goals(report)
+    report = _report(results)
+    forward, backward, compiled, lstm, bandwidth = bench_report.goals(report)
     assert forward[1] == "met"
     assert backward[1] == "missed" and "adding x1.50 (" in backward[2]
     assert compiled[1] == lstm[1] == bandwidth[1] == "not measured"
-    assert "## Goals" in benchmark.render_markdown(report)
+    assert "## Goals" in bench_report.render_markdown(report)
 
 
 @pytest.mark.parametrize("mode,dtype", [("step", "bf16"), ("forward", "fp32")])
 def test_every_provider_runs_a_case(mode, dtype):
     """The GPU baselines' code paths (cuDNN settings, torch.compile, LSTM/GRU, autocast, optimizer
     step) run on a CPU too; only their timings need a GPU to mean anything."""
-    shape = benchmark.Shape("tiny", "network", 2, 3, (4, 4), 3, 32, dropout=0.1)
+    shape = configs.Shape("tiny", "network", 2, 3, (4, 4), 3, 32, dropout=0.1)
     ceilings = {"bandwidth_Bps": 1e10, "dense_flops": {"fp32": 1e11, "bf16": 1e11}}
-    providers = ["tcnkernels", "cudnn", "cudnn-deterministic", "compiled", "lstm", "gru"]
-    results = benchmark.run_case(shape, mode, dtype, providers, torch.device("cpu"), ceilings, rounds=2, warmup=1)
-    assert [r["provider"] for r in results] == providers
+    names = ["tcnkernels", "cudnn", "cudnn-deterministic", "compiled", "lstm", "gru"]
+    results = timing.run_case(shape, mode, dtype, names, torch.device("cpu"), ceilings, rounds=2, warmup=1)
+    assert [r["provider"] for r in results] == names
     for r in results:
         assert r["median_ms"] > 0 and r["rounds"] == 2 and r["floor_bound"] in ("memory", "compute")
     assert not torch.backends.cudnn.deterministic
