@@ -5,9 +5,11 @@ from ._backend import TRITON_IMPORT_ERROR, select_backend
 from .ops.reference import ACTIVATIONS, causal_conv1d_reference
 
 if TRITON_IMPORT_ERROR is None:  # without triton only the torch backend exists
-    from .ops.conv import causal_conv1d_op
+    from .ops.conv import CausalConv1dFunction, causal_conv1d_op
+    from .ops.conv_launch import conv_forward, prepare_weight
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+AUTOCAST_DEVICES = ("cuda", "cpu")  # where torch.autocast exists (asking about "meta" raises)
 
 
 def _check_tensor(name, t, ndim):
@@ -55,7 +57,10 @@ def check_conv_args(x, weight, bias, dilation, activation):
 
 def _autocast(x, weight, bias):
     """Under torch.autocast, run in the autocast dtype like nn.Conv1d (fp32 parameters, bf16 x)."""
-    if not isinstance(x, torch.Tensor) or not torch.is_autocast_enabled(x.device.type):
+    if not isinstance(x, torch.Tensor):
+        return x, weight, bias
+    device_type = x.device.type
+    if device_type not in AUTOCAST_DEVICES or not torch.is_autocast_enabled(device_type):
         return x, weight, bias
     dtype = torch.get_autocast_dtype(x.device.type)
     cast = [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in (x, weight, bias)]
@@ -90,4 +95,10 @@ def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
         return causal_conv1d(x.unsqueeze(0), weight, bias, dilation, activation).squeeze(0)
     if select_backend(x.device) == "torch":
         return causal_conv1d_reference(x, weight, bias, dilation, activation)
-    return causal_conv1d_op(x, weight, bias, dilation, ACTIVATIONS[activation])
+    if torch.compiler.is_compiling():  # the registered op: an opaque node in the compiled graph
+        return causal_conv1d_op(x, weight, bias, dilation, ACTIVATIONS[activation])
+    relu = activation == "relu"
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return CausalConv1dFunction.apply(x, weight, bias, dilation, relu)
+    return conv_forward(x, *prepare_weight(weight), bias, dilation, relu)  # inference: no autograd bookkeeping

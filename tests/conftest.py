@@ -15,6 +15,14 @@ import torch  # noqa: E402
 
 from tcnkernels import _backend  # noqa: E402
 
+if _backend.INTERPRETER:
+    # device_assert is a no-op in the interpreter unless its debug option is on: switch it on, so the
+    # kernels' own checks (alignment claims) run in every test.
+    import dataclasses  # noqa: E402
+
+    from triton.runtime import interpreter  # noqa: E402
+    interpreter.interpreter_builder.options = dataclasses.replace(interpreter.interpreter_builder.options, debug=True)
+
 
 def pytest_collection_modifyitems(config, items):
     gpu_ready = TEST_DEVICE == "cuda" and torch.cuda.is_available() and not _backend.INTERPRETER

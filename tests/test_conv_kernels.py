@@ -7,7 +7,7 @@ from tcnkernels import _backend
 from tcnkernels.ops import conv
 from tcnkernels.ops.reference import causal_conv1d_reference
 
-from helpers import OpRecorder, assert_close_to_reference, guarded, reference_grads
+from helpers import LaunchRecorder, OpRecorder, assert_close_to_reference, guarded, reference_grads
 
 # (B, C_in, C_out, L, K, dilation, bias, relu): awkward sizes first. Tiles are 64 steps and up to 64
 # channels / 64 reduction columns (C_in*K), so 63/65/130/257 cross tile edges, 33*7 and 70 make
@@ -25,6 +25,12 @@ CASES = [
     (2, 17, 5, 65, 1, 64, True, True),
     (2, 5, 70, 65, 3, 2, True, True),
     (1, 33, 5, 130, 7, 2, False, False),
+    # Aligned shapes: L, dilation and strides multiples of 4 and 8 elements, so the kernels take
+    # their 16-byte (ALIGN = 4 fp32, 8 bf16) paths; 128 channels for the wide 128-row tiles.
+    (2, 8, 24, 128, 3, 8, True, True),
+    (2, 16, 16, 64, 5, 4, True, False),
+    (1, 20, 128, 96, 3, 16, True, True),
+    (2, 8, 16, 64, 1, 1, True, False),  # a 1x1 conv (the downsample) on aligned rows
 ]
 CASE_IDS = [f"B{c[0]}-ci{c[1]}-co{c[2]}-L{c[3]}-K{c[4]}-d{c[5]}-{'b' if c[6] else 'nob'}-{'relu' if c[7] else 'lin'}"
             for c in CASES]
@@ -38,8 +44,8 @@ def _random_cases(n, seed=2024):
 
 
 RANDOM_CASES = _random_cases(6)
-LOW_PRECISION_CASES = [CASES[i] for i in (1, 3, 5, 6, 10)]
-LOW_PRECISION_IDS = [CASE_IDS[i] for i in (1, 3, 5, 6, 10)]
+LOW_PRECISION_CASES = [CASES[i] for i in (1, 3, 5, 6, 10, 12, 13)]
+LOW_PRECISION_IDS = [CASE_IDS[i] for i in (1, 3, 5, 6, 10, 12, 13)]
 
 
 def make_inputs(case, dtype, device, requires_grad=True):
@@ -124,9 +130,10 @@ def test_channel_last_and_sliced_inputs(device):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("case", [CASES[5], CASES[11]], ids=["relu", "linear"])
 @pytest.mark.parametrize("grad_kind", ["expanded", "transposed"])
-def test_non_contiguous_output_gradients(grad_kind, device):
-    x, w, b, dilation, act = make_inputs(CASES[5], torch.float32, device)
+def test_non_contiguous_output_gradients(grad_kind, case, device):
+    x, w, b, dilation, act = make_inputs(case, torch.float32, device)
     with tcnkernels.use_backend("triton"):
         y = tcnkernels.causal_conv1d(x, w, b, dilation, act)
     if grad_kind == "expanded":
@@ -134,8 +141,9 @@ def test_non_contiguous_output_gradients(grad_kind, device):
     else:
         dy = torch.randn(y.shape[2], y.shape[1], y.shape[0], device=device).permute(2, 1, 0)
     assert not dy.is_contiguous()
-    got = torch.autograd.grad(y, (x, w, b), dy)
-    want = reference_grads(x, w, b, dilation, y.detach(), dy.contiguous(), torch.float32)
+    leaves = (x, w) if b is None else (x, w, b)
+    got = torch.autograd.grad(y, leaves, dy)
+    want = reference_grads(x, w, b, dilation, y.detach() if act else None, dy.contiguous(), torch.float32)
     for name, g, r in zip(("dx", "dweight", "dbias"), got, want):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
 
@@ -206,9 +214,12 @@ def test_outputs_are_poisoned_before_kernels_write_them(device):
 
 def test_forced_triton_runs_no_pytorch_convolution(device):
     x, w, b, dilation, act = make_inputs(CASES[5], torch.float32, device)
-    with tcnkernels.use_backend("triton"), OpRecorder() as rec:
+    with tcnkernels.use_backend("triton"), OpRecorder() as rec, LaunchRecorder() as launched:
         tcnkernels.causal_conv1d(x, w, b, dilation, act).sum().backward()
-    assert rec.kernel_ops() and not rec.pytorch_convolutions(), rec.ops
+    assert not rec.pytorch_convolutions(), rec.ops
+    # forward: weight layout + conv; backward: weight grad + its finalize + input grad
+    assert launched.launches == ["weight_kmajor_kernel", "causal_conv1d_kernel", "causal_conv1d_weight_grad_kernel",
+                                 "weight_grad_finalize_kernel", "causal_conv1d_kernel"]
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[5], CASES[8]], ids=[CASE_IDS[i] for i in (1, 5, 8)])
@@ -219,7 +230,47 @@ def test_opcheck(case, device):
     y = torch.ops.tcnkernels.causal_conv1d(x, w, b, dilation, activation).detach()
     dy = torch.randn_like(y)
     y_gate = y if activation else None
-    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_input_grad, (dy, w.detach(), y_gate, dilation,
-                                                                          activation))
-    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_weight_grad,
-                          (dy, x.detach(), y_gate, w.shape[2], dilation, activation))
+    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_input_grad, (dy, w.detach(), dilation))
+    for write_g in (0, activation):
+        torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_weight_grad,
+                              (dy, x.detach(), y_gate, w.shape[2], dilation, write_g))
+
+
+def test_frozen_weight_gates_the_input_gradient(device):
+    """Weights that need no gradient: no weight-gradient kernel, the ReLU gate applied on its own."""
+    x, w, b, dilation, act = make_inputs(CASES[5], torch.float32, device)
+    w.requires_grad_(False)
+    b.requires_grad_(False)
+    with tcnkernels.use_backend("triton"), LaunchRecorder() as launched:
+        y = tcnkernels.causal_conv1d(x, w, b, dilation, act)
+        dy = torch.randn_like(y)
+        (dx,) = torch.autograd.grad(y, (x,), dy)
+    assert "causal_conv1d_weight_grad_kernel" not in launched.launches
+    want = reference_grads(x, w, b, dilation, y.detach(), dy, torch.float32)[0]
+    torch.testing.assert_close(dx, want, rtol=1e-4, atol=1e-4)
+
+
+def test_int64_row_offsets(device, monkeypatch):
+    """The variant with int64 in-row offsets (picked when a row spans 2^31 elements: too big for
+    CI) computes the same thing; the GPU tier runs a real input past 2^31 elements."""
+    from tcnkernels.ops import conv_launch
+    plans = (conv_launch._conv_plan, conv_launch._weight_grad_plan)
+    for plan in plans:
+        plan.cache_clear()
+    monkeypatch.setattr(conv_launch, "needs_int64", lambda *rows: True)
+    try:
+        check_case(CASES[5], torch.float32, device)
+    finally:
+        for plan in plans:
+            plan.cache_clear()
+
+
+def test_create_graph_gives_second_derivatives(device):
+    """backward(create_graph=True) runs a differentiable backward: gradgradcheck in fp64."""
+    x, w, b, dilation, act = make_inputs(GRADCHECK_CASES[0], torch.float64, device)
+
+    def fn(*args):
+        return tcnkernels.causal_conv1d(*args, dilation, act)
+
+    with tcnkernels.use_backend("triton"):
+        assert torch.autograd.gradgradcheck(fn, (x, w, b), eps=1e-6, atol=1e-6)

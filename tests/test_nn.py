@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import tcnkernels
-from helpers import OpRecorder
+from helpers import LaunchRecorder, OpRecorder
 from tcnkernels.ops.reference import (ReferenceTemporalBlock, ReferenceTemporalConvNet,
                                       causal_conv1d_reference)
 
@@ -166,6 +166,7 @@ def test_block_compiles_without_graph_breaks(device):
 def test_forced_triton_block_runs_no_pytorch_convolution(device):
     block = tcnkernels.TemporalBlock(3, 5, 3, stride=1, dilation=2, padding=4).to(device)  # with downsample
     x = torch.randn(2, 3, 30, device=device, requires_grad=True)
-    with tcnkernels.use_backend("triton"), OpRecorder() as rec:
+    with tcnkernels.use_backend("triton"), OpRecorder() as rec, LaunchRecorder() as launched:
         block(x).sum().backward()
-    assert len(rec.kernel_ops()) >= 6 and not rec.pytorch_convolutions(), rec.ops
+    assert not rec.pytorch_convolutions(), rec.ops
+    assert launched.launches.count("causal_conv1d_kernel") == 6  # 3 convs (with the 1x1 downsample), fwd + bwd

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import host
 from .configs import plan, work
 from .providers import prepare
 from .report import environment
@@ -122,7 +123,8 @@ def run_report(device, full=False, batch_size=None, max_length=None, rounds=None
     warmup = warmup or (10 if gpu else 2)
     cases = plan(device, full, batch_size, max_length)
     ceilings = measure_ceilings(device)
-    report = {"environment": environment(device), "ceilings": ceilings, "full": full, "results": []}
+    report = {"environment": environment(device), "ceilings": ceilings, "full": full, "results": [],
+              "host_overhead": host.measure()}
     with tqdm(cases, desc="bench", unit="case", disable=not progress, dynamic_ncols=True) as bar:
         for shape, mode, dtype, providers in bar:
             bar.set_postfix_str(f"{shape.name} {shape.level} {mode} {dtype}")

@@ -1,0 +1,40 @@
+"""Static profile of the GPU binaries tcnkernels launches, built on a CPU: no GPU needed, nothing timed.
+
+    python benchmarks/sass_profile.py                      # all configs, tf32/ieee/bf16, sm_90 + sm_80
+    python benchmarks/sass_profile.py --configs seq-mnist --precisions tf32 --archs 90 --out /tmp/p
+
+Writes sass-sm90.json and sass-sm90.md (default: benchmarks/results/) and prints any broken budget.
+Run it after every kernel or launcher change and compare with the committed tables (see
+../shared/docs/gpu-static-review.md for the method). Needs triton's bundled CUDA tools (Linux wheel).
+"""
+import argparse
+import os
+import sys
+
+os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels only: the interpreter's cannot be profiled
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default, set so that 3.9 does not warn
+
+from tcnkernels.bench import static_profile as sp  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=",".join(sp.PROFILE_CONFIGS))
+    parser.add_argument("--precisions", default=",".join(sp.PRECISIONS))
+    parser.add_argument("--archs", default="90,80")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args()
+    rows = sp.profile(args.configs.split(","), args.precisions.split(","), [int(a) for a in args.archs.split(",")],
+                        workers=args.workers)
+    env = sp.environment()
+    for path in sp.write_profile(rows, env, args.out):
+        print(f"wrote {path}")
+    broken = sp.violations(rows)
+    for v in broken:
+        print(f"BUDGET BROKEN: {v}")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

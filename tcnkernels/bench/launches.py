@@ -1,0 +1,171 @@
+"""Recording what the launchers launch, and compiling it exactly as the runtime would, on a CPU.
+
+Run the real public functions on `meta` tensors with recorders in place of the Triton kernels, so
+grids, tiles and constexprs are exactly what the launchers pick on an H100 (or A100); pass each
+recorded launch through Triton's own argument binder (ints equal to 1 become constexprs, ints
+divisible by 16 and 16-byte aligned pointers get their attributes, as at run time); compile it for
+sm_90 (or sm_80) with the ptxas Triton bundles. Used by the static profile and the compile-only tier.
+"""
+import contextlib
+import dataclasses
+import functools
+
+import torch
+
+PRECISIONS = {"tf32": (torch.float32, True), "ieee": (torch.float32, False), "bf16": (torch.bfloat16, False)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    cc: int
+    sm_count: int
+    smem_per_sm: int  # bytes a CTA can be given on one SM, plus 1 KB reserved per CTA
+
+
+ARCHS = {90: Arch(90, 132, 233472), 80: Arch(80, 108, 167936)}  # H100 SXM, A100
+
+
+@dataclasses.dataclass
+class Launch:
+    """One recorded kernel launch: the JITFunction, its grid, and its arguments by name."""
+    kernel: object
+    grid: tuple
+    args: tuple
+    kwargs: dict
+
+    @property
+    def named(self):
+        return dict(zip(self.kernel.arg_names, self.args), **self.kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Recording what the launchers launch.
+
+@contextlib.contextmanager
+def recorded_launches(arch, tf32):
+    """Inside: the conv launchers record instead of launching, believe they run on `arch`, and the
+    triton backend accepts meta tensors. Yields the list the launches are appended to."""
+    from triton.runtime.jit import JITFunction
+
+    from .. import _backend
+    from ..ops import conv_launch as conv
+
+    launches = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append(Launch(self.kernel, grid, args, kwargs))
+
+    kernels = {name: obj for name, obj in vars(conv).items() if isinstance(obj, JITFunction)}
+    if not kernels:
+        raise RuntimeError("no compiled Triton kernels to record: run without TRITON_INTERPRET")
+    saved = dict(kernels, target_of=conv.target_of)
+    saved_reason, saved_tf32 = _backend.triton_unusable_reason, torch.backends.cudnn.allow_tf32
+    plans = [conv._conv_plan, conv._weight_grad_plan]  # cached per key: the target is not part of it
+    for plan in plans:
+        plan.cache_clear()
+    try:
+        for name, kernel in kernels.items():
+            setattr(conv, name, Recorder(kernel))
+        conv.target_of = lambda device: conv.Target(gpu=True, sm_count=ARCHS[arch].sm_count, capability=arch)
+        _backend.triton_unusable_reason = lambda device: None
+        torch.backends.cudnn.allow_tf32 = tf32
+        yield launches
+    finally:
+        for name, value in saved.items():
+            setattr(conv, name, value)
+        _backend.triton_unusable_reason, torch.backends.cudnn.allow_tf32 = saved_reason, saved_tf32
+        for plan in plans:
+            plan.cache_clear()
+
+
+def network_launches(shape, precision, arch=90):
+    """Every launch of one TemporalConvNet forward + backward of `shape` (B, C_in, channels per level,
+    K, L) in `precision`."""
+    from .._backend import use_backend
+    from ..nn import TemporalConvNet
+
+    B, c_in, channels, K, L = shape
+    dtype, tf32 = PRECISIONS[precision]
+    with recorded_launches(arch, tf32) as launches, use_backend("triton"):
+        with torch.device("meta"):
+            model = TemporalConvNet(c_in, list(channels), K, dropout=0.0).to(dtype)
+        x = torch.empty(B, c_in, L, device="meta", dtype=dtype, requires_grad=True)
+        y = model(x)
+        y.backward(torch.empty_like(y))
+    return launches
+
+
+# ------------------------------------------------------------------------------------------------
+# Compiling a launch exactly as the runtime would.
+
+@functools.lru_cache(maxsize=None)
+def _backend_for(arch):
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    target = GPUTarget("cuda", arch, 32)
+    return target, make_backend(target)
+
+
+def specialize(launch, arch):
+    """(signature, constexprs, attrs, options) the runtime derives from this launch's arguments."""
+    from triton.runtime.jit import create_function_from_signature
+    _, backend = _backend_for(arch)
+    kernel = launch.kernel
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*launch.args, **launch.kwargs)
+    return kernel._pack_args(backend, dict(launch.kwargs), bound, specialization, options)
+
+
+def build(launch, arch):
+    """Triton's CompiledKernel of `launch` for sm_<arch>, specialised as the runtime would."""
+    import triton
+    from triton.compiler import ASTSource
+    options, signature, constexprs, attrs = specialize(launch, arch)
+    target, _ = _backend_for(arch)
+    return triton.compile(ASTSource(launch.kernel, signature, constexprs, attrs), target=target,
+                          options=options.__dict__), options
+
+
+# ------------------------------------------------------------------------------------------------
+# Every configuration the launchers can ship: their tile heuristics swept across every breakpoint.
+
+SWEEP_CHANNELS = (1, 17, 33, 65, 1000)   # channel blocks 16 / 32 / 64 / wide
+SWEEP_LENGTHS = (48, 97, 2064, 2049)     # time blocks 32 / 64 / 128; 2049: no alignment at all
+SWEEP_TAPS = (1, 2, 5)                   # pipelining depth follows the iteration count
+SWEEP_DILATIONS = (1, 16)                # ALIGN 1 and ALIGN = a whole 16-byte vector
+
+
+def conv_launches(c_in, c_out, L, K, dilation, precision, arch):
+    """The launches of one causal_conv1d (bias, ReLU) forward + backward on meta tensors."""
+    from .._backend import use_backend
+    from ..functional import causal_conv1d
+    dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
+    with recorded_launches(arch, tf32) as launches, use_backend("triton"):
+        x = torch.empty(2, c_in, L, device="meta", dtype=dtype, requires_grad=True)
+        w = torch.empty(c_out, c_in, K, device="meta", dtype=dtype, requires_grad=True)
+        b = torch.empty(c_out, device="meta", dtype=dtype, requires_grad=True)
+        y = causal_conv1d(x, w, b, dilation, "relu")
+        y.backward(torch.empty_like(y))
+    return launches
+
+
+def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, torch.float64)):
+    """One launch per configuration the launchers can choose (kernel, dtypes, every constexpr and
+    launch option), over a sweep of shapes that crosses every breakpoint of the tile heuristics. Each
+    is compiled with the runtime specialisation of the first shape that chose it."""
+    distinct = {}
+    for precision in precisions:
+        for c_in in SWEEP_CHANNELS:
+            for c_out in SWEEP_CHANNELS:
+                for L in SWEEP_LENGTHS:
+                    for K in SWEEP_TAPS:
+                        for dilation in SWEEP_DILATIONS:
+                            for launch in conv_launches(c_in, c_out, L, K, dilation, precision, arch):
+                                dtypes = tuple(str(a.dtype) for a in launch.args if isinstance(a, torch.Tensor))
+                                key = (launch.kernel.fn.__name__, dtypes, repr(sorted(launch.kwargs.items())))
+                                distinct.setdefault(key, launch)
+    return list(distinct.values())

@@ -1,0 +1,254 @@
+"""The static profile of the GPU binaries tcnkernels launches (`python benchmarks/sass_profile.py`).
+
+For each paper configuration and precision, every binary a whole-network forward + backward launches
+(launches.py records and compiles them on a CPU) is read (sass.py) and related to the work one CTA
+does. Per-output metric: warp-instructions of one interior CTA = num_warps * (instructions outside
+the steady-state loop + trips * loop body), divided by the CTA's output elements (for the weight
+gradient: by the elements of g it reduces over); static code outside the loop is counted once. The
+budgets below are checked by the compile-only test tier. Nothing here is timed.
+"""
+import dataclasses
+import subprocess
+from pathlib import Path
+
+import torch
+
+from .launches import ARCHS, PRECISIONS, network_launches
+from .sass import compile_launch
+
+PROFILE_CONFIGS = {  # (B, C_in, channels per level, K, L): the bench's paper TCNs and one long sequence
+    "adding": (32, 2, (24,) * 8, 8, 600),
+    "seq-mnist": (64, 1, (25,) * 8, 7, 784),
+    "copy-memory": (32, 1, (10,) * 8, 8, 1020),
+    "nottingham": (1, 88, (150,) * 4, 6, 200),
+    "char-ptb": (32, 100, (450, 450, 100), 3, 400),
+    "word-ptb": (16, 600, (600,) * 4, 3, 80),
+    "long": (8, 64, (64,) * 16, 3, 65536),
+}
+
+# Budgets, sm_90 TF32, warp-instructions per output element of the layers at the config's width
+# (C_in = C_out = the widest level, K > 1). They hold for the Triton version they were measured with;
+# other versions are only reported.
+BUDGET_TRITON = "3.9.0"
+PER_OUTPUT_BUDGETS = {("seq-mnist", "forward"): 5.0, ("seq-mnist", "input-grad"): 8.0,
+                      ("copy-memory", "forward"): 6.0,
+                      ("char-ptb", "forward"): 10.0, ("char-ptb", "input-grad"): 16.0}
+
+
+# ------------------------------------------------------------------------------------------------
+# What each kernel does per CTA: its role, the conv layer (in forward terms), the steady-state trips
+# of an interior CTA (every tap active) and the elements that CTA produces (or reduces over).
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def work_model(launch):
+    """{role, layer (C_in, C_out, K, dilation), trips, per_cta} of one launch."""
+    a = launch.named
+    name = launch.kernel.fn.__name__
+    if name == "causal_conv1d_kernel":
+        grad = bool(a["ANTI_CAUSAL"])
+        layer = (a["C_OUT"], a["C_IN"]) if grad else (a["C_IN"], a["C_OUT"])
+        return dict(role="input-grad" if grad else "forward", layer=(*layer, a["K"], a["DILATION"]),
+                    trips=_cdiv(a["C_IN"], a["BLOCK_CI"]) * a["K"], per_cta=a["BLOCK_CO"] * a["BLOCK_T"])
+    if name == "causal_conv1d_weight_grad_kernel":
+        items = _cdiv(a["B"] * a["N_T_BLOCKS"], a["N_CHUNKS"])  # the shift-0 tap: every item
+        return dict(role="weight-grad", layer=(a["C_IN"], a["C_OUT"], a["K"], a["DILATION"]),
+                    trips=items, per_cta=items * a["BLOCK_T"] * a["BLOCK_CO"])
+    if name == "weight_kmajor_kernel":
+        return dict(role="weight-layout", layer=(a["C_IN"], a["C_OUT"], a["K"], None), trips=0, per_cta=a["BLOCK"])
+    if name == "weight_grad_finalize_kernel":
+        return dict(role="weight-grad-sum", layer=(None, None, None, None), trips=a["N_CHUNKS"], per_cta=a["BLOCK"])
+    raise KeyError(f"no work model for kernel {name}: add one to tcnkernels/bench/sass.py")
+
+
+def profile_config(config, precision, arch=90):
+    """One row per distinct (binary, layer shape) launched by a forward + backward of `config`."""
+    rows = {}
+    for launch in network_launches(PROFILE_CONFIGS[config], precision, arch):
+        work = work_model(launch)
+        binary = compile_launch(launch, arch)
+        per_output = binary.num_warps * (binary.outside + work["trips"] * binary.loop) / work["per_cta"]
+        c_in, c_out, k, d = work["layer"]
+        key = (work["role"], c_in, c_out, k, id(binary))
+        row = rows.setdefault(key, dict(config=config, precision=precision, arch=f"sm_{arch}", role=work["role"],
+                                         kernel=launch.kernel.fn.__name__, c_in=c_in, c_out=c_out, K=k,
+                                         align=launch.kwargs.get("ALIGN"), dilations=[], per_output=[], trips=[],
+                                         tiles={n: v for n, v in launch.kwargs.items() if n.startswith("BLOCK")},
+                                         **dataclasses.asdict(binary)))
+        if d not in row["dilations"]:
+            row["dilations"].append(d)
+            row["per_output"].append(round(per_output, 2))
+            row["trips"].append(work["trips"])
+    return list(rows.values())
+
+
+def budgeted(row):
+    """Whether a per-output budget applies to this row: a K > 1 layer at the config's full width."""
+    width = max(PROFILE_CONFIGS[row["config"]][2])
+    return (row["config"], row["role"]) in PER_OUTPUT_BUDGETS and row["K"] > 1 and row["c_in"] == row["c_out"] == width
+
+
+CONV_ROLES = ("forward", "input-grad", "weight-grad")
+
+
+def vector_elements(precision):
+    """Elements of a 16-byte vector at this precision."""
+    return 8 if precision == "bf16" else 4
+
+
+def violations(rows):
+    """The budgets a profile breaks, in words (an empty list when every budget holds)."""
+    out = []
+    for r in rows:
+        where = (f"{r['config']} {r['precision']} {r['arch']} {r['role']} {r['c_in']}->{r['c_out']} K={r['K']} "
+                 f"d={r['dilations']} ALIGN={r['align']}")
+        if r["spill_store_bytes"] or r["spill_load_bytes"]:
+            out.append(f"{where}: spills {r['spill_store_bytes']} B stored, {r['spill_load_bytes']} B loaded")
+        if r["calls"]:
+            out.append(f"{where}: {r['calls']} subroutine calls (64-bit division)")
+        if r["role"] not in CONV_ROLES or not r["loop"] or r["arch"] != "sm_90":
+            continue
+        # cp.async copies 4, 8 or 16 bytes: a bf16 tile shifted by an odd number of steps (ALIGN 1)
+        # cannot be copied asynchronously; everywhere else the loop's loads must be.
+        if r["precision"] == "bf16" and r["align"] > 1 and not r["loop_async"]:
+            out.append(f"{where}: bf16 loads in the loop are not asynchronous (not pipelined)")
+        # tf32 warpgroup MMA (HGMMA) reads only K-major shared memory: the time-major activation and
+        # gradient tiles are transposed on their way in, 4 bytes at a time. The input gradient's
+        # weight tile is time-major there too, so it has no 16-byte stream; that one is exempt.
+        wgmma_tf32_grad = r["role"] == "input-grad" and any(m.startswith("HGMMA") and "TF32" in m for m in r["mma"])
+        if r["precision"] in ("tf32", "bf16") and r["align"] == vector_elements(r["precision"]) \
+                and max(r["loop_load_bytes"], default=0) < 16 and not wgmma_tf32_grad:
+            out.append(f"{where}: aligned, but the loop's widest load is {max(r['loop_load_bytes'], default=0)} B")
+        if r["precision"] == "tf32" and budgeted(r):
+            budget = PER_OUTPUT_BUDGETS[(r["config"], r["role"])]
+            if max(r["per_output"]) > budget:
+                out.append(f"{where}: {max(r['per_output'])} warp-instructions per output > budget {budget}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole profile, its report and its files.
+
+def _profile_one(job):
+    config, precision, arch = job
+    return profile_config(config, precision, arch)
+
+
+def profile(configs=tuple(PROFILE_CONFIGS), precisions=tuple(PRECISIONS), archs=(90, 80), workers=1, progress=True):
+    """Rows of every (config, precision, arch), compiled in `workers` processes."""
+    from tqdm import tqdm
+    jobs = [(c, p, a) for a in archs for c in configs for p in precisions]
+    if workers > 1:
+        import multiprocessing
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            results = list(tqdm(pool.imap(_profile_one, jobs), total=len(jobs), disable=not progress, desc="sass"))
+    else:
+        results = [_profile_one(job) for job in tqdm(jobs, disable=not progress, desc="sass")]
+    return [row for rows in results for row in rows]
+
+
+def environment():
+    import platform
+    import time
+
+    import triton
+    from triton.backends.nvidia.compiler import get_ptxas
+    from .report import environment as bench_environment
+    ptxas = {arch: subprocess.run([get_ptxas(arch).path, "--version"], capture_output=True, text=True).stdout
+             .strip().splitlines()[-1] for arch in ARCHS}
+    return dict(date=time.strftime("%Y-%m-%d"), triton=triton.__version__, torch=torch.__version__,
+                python=platform.python_version(), ptxas={f"sm_{a}": v for a, v in ptxas.items()},
+                commit=bench_environment(torch.device("cpu")).get("commit"))
+
+
+def _layer(r):
+    return f"{r['c_in']}->{r['c_out']} K={r['K']}" if r["K"] is not None else "all"
+
+
+def _fmt_dilations(ds):
+    ds = [d for d in ds if d is not None]
+    return ",".join(map(str, sorted(ds))) if len(ds) <= 4 else f"{min(ds)}..{max(ds)} ({len(ds)})"
+
+
+def summary_rows(rows):
+    """The sm_90 TF32 and bf16 conv kernels at each config's full-width layers (the budgeted ones): one
+    line per (config, precision, role), with the worst warp-instructions per output over dilations."""
+    out = {}
+    for r in rows:
+        if r["arch"] != "sm_90" or r["precision"] == "ieee" or r["role"] not in CONV_ROLES:
+            continue
+        width = max(PROFILE_CONFIGS[r["config"]][2])
+        if r["K"] == 1 or r["c_in"] != width or r["c_out"] != width:
+            continue
+        key = (r["config"], r["precision"], r["role"])
+        best = out.get(key)
+        if best is None or max(r["per_output"]) > best["per_output"]:
+            out[key] = dict(config=r["config"], precision=r["precision"], role=r["role"], layer=_layer(r),
+                            per_output=max(r["per_output"]), budget=PER_OUTPUT_BUDGETS.get((r["config"], r["role"]))
+                            if r["precision"] == "tf32" else None, registers=r["registers"],
+                            spills=r["spill_store_bytes"] + r["spill_load_bytes"], ctas_per_sm=r["ctas_per_sm"],
+                            mma=",".join(r["mma"]) or "-", loads="/".join(map(str, r["loop_load_bytes"])) or "-")
+    return list(out.values())
+
+
+def render_markdown(profile_rows, env):
+    lines = [
+        "# Static profile of the compiled kernels (sm_90 and sm_80): counted, not timed", "",
+        f"{env['date']}, triton {env['triton']}, torch {env['torch']}, commit {env['commit']}; "
+        f"ptxas: {', '.join(f'{k} {v}' for k, v in env['ptxas'].items())}.", "",
+        "Every row is a binary the launchers really launch for a whole-network forward + backward of that "
+        "paper configuration (`python benchmarks/sass_profile.py`), compiled on a CPU with Triton's bundled "
+        "ptxas. `instr/out` is warp-instructions per output element of an interior CTA (every tap active; for "
+        "the weight gradient, per element of g reduced over), from the SASS steady-state loop; one value per "
+        "dilation. `loads` are the global load widths (bytes) inside that loop; `async` says they are cp.async "
+        "or TMA copies (software-pipelined). No GPU ran any of this.", "",
+    ]
+    budgets = ", ".join(f"{c} {r} <= {b}" for (c, r), b in PER_OUTPUT_BUDGETS.items())
+    lines += ["## Summary: full-width layers, sm_90", "", f"Budgets (TF32, triton {BUDGET_TRITON}): {budgets}.", "",
+              "| config | precision | kernel | layer | instr/out (worst) | budget | regs | spills | CTAs/SM | MMA | loads |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summary_rows(profile_rows):
+        lines.append(f"| {s['config']} | {s['precision']} | {s['role']} | {s['layer']} | {s['per_output']:.2f} | "
+                     f"{s['budget'] or ''} | {s['registers']} | {s['spills']} | {s['ctas_per_sm']} | {s['mma']} | "
+                     f"{s['loads']} |")
+    for arch in ("sm_90", "sm_80"):
+        arch_rows = [r for r in profile_rows if r["arch"] == arch]
+        if not arch_rows:
+            continue
+        lines += ["", f"## Every binary, {arch}", "",
+                  "| config | precision | kernel | layer | dilations | ALIGN | tiles (CO, CI, T) / warps / stages | "
+                  "instr/out | regs | spill B | smem KB | CTAs/SM | MMA | loads | async |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in arch_rows:
+            t = r["tiles"]
+            tiles = "/".join(str(t[k]) for k in ("BLOCK_CO", "BLOCK_CI", "BLOCK_T") if k in t) or str(t.get("BLOCK"))
+            lines.append(
+                f"| {r['config']} | {r['precision']} | {r['role']} | {_layer(r)} | {_fmt_dilations(r['dilations'])} | "
+                f"{r['align'] or ''} | {tiles} / {r['num_warps']} / {r['num_stages']} | "
+                f"{', '.join(f'{v:.2f}' for v in sorted(set(r['per_output'])))} | {r['registers']} | "
+                f"{r['spill_store_bytes'] + r['spill_load_bytes']} | {r['shared_bytes'] / 1024:.0f} | "
+                f"{r['ctas_per_sm']} | {','.join(r['mma']) or '-'} | "
+                f"{'/'.join(map(str, r['loop_load_bytes'])) or '-'} | {'yes' if r['loop_async'] else 'no'} |")
+    broken = violations(profile_rows)
+    lines += ["", "## Budgets", ""]
+    lines += [f"- {v}" for v in broken] or ["Every budget holds: no spills, no subroutine calls, bf16 pipelined "
+                                            "wherever 4-byte copies are possible, a 16-byte load stream in every "
+                                            "fully aligned loop (tf32 warpgroup-MMA input gradients exempt), and "
+                                            "the per-output budgets above."]
+    return "\n".join(lines) + "\n"
+
+
+def write_profile(profile_rows, env, out_dir):
+    import json
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "sass-sm90.json", out_dir / "sass-sm90.md"]
+    paths[0].write_text(json.dumps(dict(environment=env, budget_triton=BUDGET_TRITON,
+                                        per_output_budgets={f"{c} {r}": b for (c, r), b in PER_OUTPUT_BUDGETS.items()},
+                                        rows=profile_rows), indent=1))
+    paths[1].write_text(render_markdown(profile_rows, env))
+    return paths
+
+
