@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # All the GPU work of a session in one call on a CUDA machine: the GPU test tier (the whole suite
-# with compiled kernels on CUDA), the parity self-check, the conv timing preview and the speed report.
+# with compiled kernels on CUDA), the parity self-check, the conv timing preview and the speed report
+# (eager and CUDA-graph-captured providers, plus the host-overhead table). The static SASS profile
+# needs no GPU (benchmarks/sass_profile.py runs on any Linux machine with the triton wheel).
 # Everything lands under $OUT (default benchmarks/results/out), in five files (the device tool brings
 # back at most 8): session.log, preview.json and the report's <device>.json/.md/.png; copy the
 # report into benchmarks/results/ and commit it with the device name.

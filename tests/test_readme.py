@@ -51,7 +51,7 @@ def test_shell_command_is_valid(line):
             extras = re.fullmatch(r"\.\[([\w,]+)\]", arg)
             if extras:
                 assert set(extras.group(1).split(",")) <= set(_extras()), line
-    elif words[0] == "bash":
+    elif words[0] in ("bash", "python") and not words[1].startswith("-"):
         assert (ROOT / words[1]).exists(), line
     else:
         raise AssertionError(f"the README runs a command this test does not know: {line}")
