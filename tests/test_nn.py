@@ -170,3 +170,14 @@ def test_forced_triton_block_runs_no_pytorch_convolution(device):
         block(x).sum().backward()
     assert not rec.pytorch_convolutions(), rec.ops
     assert launched.launches.count("causal_conv1d_kernel") == 6  # 3 convs (with the 1x1 downsample), fwd + bwd
+
+
+def test_forward_backward_never_reads_back_to_the_host():
+    """A whole network's forward and backward on meta tensors, launches stubbed: any host read
+    (.item(), .tolist(), a data-dependent branch) would raise, so a step can be captured in a CUDA graph."""
+    from tcnkernels.bench.host import stubbed_launches
+    with stubbed_launches(), torch.device("meta"):
+        model = tcnkernels.TemporalConvNet(3, [8, 8, 4], kernel_size=3, dropout=0.1)
+        x = torch.empty(2, 3, 100, requires_grad=True)
+        model(x).sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in model.parameters())
