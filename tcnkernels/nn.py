@@ -2,7 +2,6 @@
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import weight_norm
 
 from .functional import causal_conv1d
 from .ops.reference import ACTIVATIONS, TemporalBlockBase, temporal_levels
@@ -52,29 +51,61 @@ class CausalConv1d(nn.Conv1d):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+class WeightNormCausalConv1d(CausalConv1d):
+    """A CausalConv1d whose weight is `weight_g * weight_v / ||weight_v||` (norm over (C_in, K) per output
+    channel), with the parameters and state_dict names of the authors' `torch.nn.utils.weight_norm`:
+    `weight_g` (C_out, 1, 1), `weight_v` (C_out, C_in, K), `bias`. Plain Parameters (no parametrization
+    or hook), so a whole model pickles and deep-copies. `weight` is computed on access.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, dilation=1, bias=True, activation=None,
+                 device=None, dtype=None):
+        # nn.Conv1d's own init draws the weight (and bias) first, as in the reference, then weight
+        # norm splits it: g = ||weight|| per output channel, v = weight.
+        super().__init__(in_channels, out_channels, kernel_size, dilation, bias, activation, device, dtype)
+        weight = self._parameters.pop("weight").detach()
+        self.weight_g = nn.Parameter(torch.linalg.vector_norm(weight, dim=(1, 2), keepdim=True))
+        self.weight_v = nn.Parameter(weight)
+
+    @property
+    def weight(self):
+        return torch._weight_norm(self.weight_v, self.weight_g, 0)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A reference checkpoint written with the parametrizations weight-norm API loads as it is.
+        for ours, parametrized in _LEGACY_WEIGHT_NORM_KEYS.items():
+            if prefix + parametrized in state_dict and prefix + ours not in state_dict:
+                state_dict[prefix + ours] = state_dict.pop(prefix + parametrized)
+        nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
+
+
 class TemporalBlock(TemporalBlockBase):
     """The reference TCN residual block with fused causal convolutions.
 
     Same constructor, parameters, state_dict, initialisation and outputs as the authors'
     `TemporalBlock`: weight-normalised causal conv -> ReLU -> dropout, twice; a 1x1 `downsample`
-    conv on the residual when the widths differ; a final ReLU. Loads reference state_dicts written
-    with either weight-norm API (`conv1.weight_g`/`weight_v` or `conv1.parametrizations.weight.*`,
-    with the `net.0.*`/`net.4.*` aliases) under strict=True.
+    conv on the residual when the widths differ; a final ReLU. Its state_dict has the authors' keys
+    (`conv1.weight_g`, `conv1.weight_v`, `conv1.bias`, the `net.0.*`/`net.4.*` aliases, `downsample.*`),
+    so it loads into their model under strict=True, and it loads theirs, written with either
+    weight-norm API (`weight_g`/`weight_v` or `parametrizations.weight.original0/1`). Plain
+    Parameters: `torch.save(model)` and `copy.deepcopy` work.
 
     x: (B, n_inputs, L) -> (B, n_outputs, L). Only stride=1 and padding=(kernel_size-1)*dilation
-    (the values every TCN uses) are supported.
+    (the values every TCN uses) are supported. `weight_norm=False` (not in the reference's signature)
+    builds plain convs, for copies of the reference that drop weight norm.
     """
 
-    def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation, padding, dropout=0.2):
+    def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation, padding, dropout=0.2, weight_norm=True):
         super().__init__()
         if stride != 1:
             raise ValueError(f"stride must be 1 (a causal TCN block keeps the length), got {stride}")
         if isinstance(kernel_size, int) and isinstance(dilation, int) and padding != (kernel_size - 1) * dilation:
             raise ValueError(f"padding must be (kernel_size-1)*dilation = {(kernel_size - 1) * dilation} "
                              f"for a causal block, got {padding}")
-        self.conv1 = weight_norm(CausalConv1d(n_inputs, n_outputs, kernel_size, dilation, activation="relu"))
+        conv = WeightNormCausalConv1d if weight_norm else CausalConv1d
+        self.conv1 = conv(n_inputs, n_outputs, kernel_size, dilation, activation="relu")
         self.dropout1 = nn.Dropout(dropout)
-        self.conv2 = weight_norm(CausalConv1d(n_outputs, n_outputs, kernel_size, dilation, activation="relu"))
+        self.conv2 = conv(n_outputs, n_outputs, kernel_size, dilation, activation="relu")
         self.dropout2 = nn.Dropout(dropout)
         # The reference's net is (conv1, chomp1, relu1, dropout1, conv2, chomp2, relu2, dropout2).
         # Chomp and ReLU are fused into the convs here; Identity keeps their slots, so conv2 stays
@@ -117,20 +148,47 @@ def _is_reference_block(module):
             and hasattr(module, "chomp1") and hasattr(module, "downsample"))
 
 
+def _weight_norm_parameters(conv):
+    """(g, v): the Parameters of a weight-normalised conv (legacy or parametrizations API), or None."""
+    if isinstance(getattr(conv, "weight_g", None), nn.Parameter) and isinstance(getattr(conv, "weight_v", None),
+                                                                                nn.Parameter):
+        return conv.weight_g, conv.weight_v
+    if parametrize.is_parametrized(conv, "weight"):
+        originals = conv.parametrizations.weight
+        if hasattr(originals, "original0") and hasattr(originals, "original1"):
+            return originals.original0, originals.original1
+    return None
+
+
 def _convert_block(ref):
+    """A fused block holding `ref`'s own Parameter objects (g, v, biases, downsample), so that an
+    optimizer built before convert() goes on updating the network."""
     conv1 = ref.conv1
-    param = next(ref.parameters())
+    norms = [_weight_norm_parameters(c) for c in (ref.conv1, ref.conv2)]
+    if (norms[0] is None) != (norms[1] is None):
+        raise ValueError("convert: conv1 and conv2 of a reference block must both use weight norm, or neither")
     # Building the block draws its init from the RNG; fork it so convert() leaves the user's
-    # random stream (and so their later dropout masks) untouched.
+    # random stream (and so their later dropout masks) untouched. Its fresh parameters are replaced.
     with torch.random.fork_rng(devices=[]):
         block = TemporalBlock(conv1.in_channels, conv1.out_channels, conv1.kernel_size[0], conv1.stride[0],
-                              conv1.dilation[0], conv1.padding[0], dropout=ref.dropout1.p)
-    block.load_state_dict(ref.state_dict(), strict=True)
-    return block.to(device=param.device, dtype=param.dtype).train(ref.training)
+                              conv1.dilation[0], conv1.padding[0], dropout=ref.dropout1.p,
+                              weight_norm=norms[0] is not None)
+    for ours, theirs, norm in ((block.conv1, ref.conv1, norms[0]), (block.conv2, ref.conv2, norms[1])):
+        if norm is not None:
+            ours.weight_g, ours.weight_v = norm
+        else:
+            ours.weight = theirs.weight
+        ours.bias = theirs.bias
+    if (ref.downsample is None) != (block.downsample is None):
+        raise ValueError("convert: the reference block's downsample does not match its widths")
+    if ref.downsample is not None:
+        block.downsample.weight, block.downsample.bias = ref.downsample.weight, ref.downsample.bias
+    return block.train(ref.training)
 
 
 def convert(model):
-    """Swap every reference TemporalBlock inside `model` for a fused `TemporalBlock`, weights kept.
+    """Swap every reference TemporalBlock inside `model` for a fused `TemporalBlock` that holds the
+    same Parameter objects (an optimizer built before still updates them).
 
     Works in place on any model (a TemporalConvNet, or one holding blocks anywhere) and returns it;
     if `model` itself is a reference block, returns its replacement.

@@ -181,3 +181,76 @@ def test_forward_backward_never_reads_back_to_the_host():
         x = torch.empty(2, 3, 100, requires_grad=True)
         model(x).sum().backward()
     assert x.grad is not None and all(p.grad is not None for p in model.parameters())
+
+
+def _block_pair(api="legacy", widths=(3, 6), dropout=0.0):
+    torch.manual_seed(5)
+    ref = ReferenceTemporalBlock(*widths, 3, stride=1, dilation=2, padding=4, dropout=dropout, weight_norm_api=api)
+    ours = tcnkernels.TemporalBlock(*widths, 3, stride=1, dilation=2, padding=4, dropout=dropout)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+@pytest.mark.parametrize("widths", [(3, 6), (6, 6)], ids=["downsample", "identity-residual"])
+def test_our_state_dict_loads_into_the_authors_block(widths):
+    """Ours uses the authors' keys (legacy weight norm, net.0/net.4 aliases): it loads into their model strictly."""
+    ref, ours = _block_pair("legacy", widths)
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    theirs = ReferenceTemporalBlock(*widths, 3, stride=1, dilation=2, padding=4, dropout=0.0)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, widths[0], 30)
+    torch.testing.assert_close(theirs(x), ours.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_whole_models_pickle_and_deepcopy(tmp_path):
+    import copy
+    model = nn.Sequential(tcnkernels.TemporalConvNet(2, [4, 4], kernel_size=3, dropout=0.0), nn.Flatten())
+    model[0].network[0].conv1  # noqa: B018 (a weight-normalised conv inside)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 2, 25)
+    for other in (loaded, twin):
+        torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
+        assert all(a is not b for a, b in zip(other.parameters(), model.parameters()))
+
+
+@pytest.mark.parametrize("api", WEIGHT_NORM_APIS)
+def test_convert_keeps_the_models_parameter_objects(api):
+    """convert() after the optimizer was built: the optimizer's parameters are the network's, so it trains."""
+    model = nn.Sequential(ReferenceTemporalConvNet(2, [4, 5], kernel_size=2, dropout=0.0, weight_norm_api=api))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    ids = {id(p) for p in model.parameters()}
+    tcnkernels.convert(model)
+    assert all(isinstance(b, tcnkernels.TemporalBlock) for b in model[0].network)
+    assert {id(p) for p in model.parameters()} == ids
+    model(torch.randn(3, 2, 20)).square().mean().backward()
+    optimizer.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_convert_a_block_without_weight_norm():
+    class PlainBlock(ReferenceTemporalBlock):  # a copy of the reference that drops weight norm
+        def __init__(self):
+            nn.Module.__init__(self)
+            self.conv1, self.conv2 = nn.Conv1d(3, 4, 2, padding=1), nn.Conv1d(4, 4, 2, padding=1)
+            self.chomp1, self.dropout1 = nn.Identity(), nn.Dropout(0.0)
+            self.net = nn.Sequential(self.conv1, Chomp(1), nn.ReLU(), self.dropout1,
+                                     self.conv2, Chomp(1), nn.ReLU(), nn.Dropout(0.0))
+            self.downsample, self.relu = nn.Conv1d(3, 4, 1), nn.ReLU()
+
+    class Chomp(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.n = n
+
+        def forward(self, x):
+            return x[:, :, :-self.n]
+
+    ref = PlainBlock().eval()
+    x = torch.randn(2, 3, 20)
+    expected = ref(x)
+    ours = tcnkernels.convert(ref)
+    assert isinstance(ours.conv1, tcnkernels.CausalConv1d) and ours.conv1.weight is ref.conv1.weight
+    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5)
