@@ -36,6 +36,9 @@ def cmd_info(args):
     else:
         print(f"device     CPU only ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)")
     print(f"interpreter {'on (TRITON_INTERPRET=1): kernels run on CPU tensors' if _backend.INTERPRETER else 'off'}")
+    from ._native import native_ops, native_status
+    native_ops()  # builds the C++ CPU helpers on first use (about 10 s once), so the line below is a fact
+    print(f"native     {native_status()}")
     requested = _backend.requested_backend()
     print(f"backend    requested: {requested}")
     for dev in ["cpu"] + (["cuda"] if device.type == "cuda" else []):

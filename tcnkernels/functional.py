@@ -1,8 +1,13 @@
-"""Public functions: input checks in words a user understands, then the backend's implementation."""
+"""Public functions: input checks in words a user understands, then the backend's implementation.
+
+causal_conv1d   one causal dilated conv with fused bias and ReLU
+temporal_block  the TCN residual block (weight norm, dropout, residual, ReLUs)
+"""
 import torch
 
 from ._backend import TRITON_IMPORT_ERROR, select_backend
-from .ops.reference import ACTIVATIONS, causal_conv1d_reference
+from .ops.reference import (ACTIVATIONS, DROPOUT_MODES, causal_conv1d_reference, draw_dropout_seeds,
+                            dropout_reference)
 
 if TRITON_IMPORT_ERROR is None:  # without triton only the torch backend exists
     from .ops.conv import CausalConv1dFunction, causal_conv1d_op
@@ -55,16 +60,15 @@ def check_conv_args(x, weight, bias, dilation, activation):
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}; they must be on one device")
 
 
-def _autocast(x, weight, bias):
-    """Under torch.autocast, run in the autocast dtype like nn.Conv1d (fp32 parameters, bf16 x)."""
-    if not isinstance(x, torch.Tensor):
-        return x, weight, bias
-    device_type = x.device.type
-    if device_type not in AUTOCAST_DEVICES or not torch.is_autocast_enabled(device_type):
-        return x, weight, bias
+def _autocast_all(*tensors):
+    """Under torch.autocast, every floating tensor in the autocast dtype, like nn.Conv1d (fp32
+    parameters and x run in bf16); the tensors as they are otherwise."""
+    x = tensors[0]
+    if not isinstance(x, torch.Tensor) or x.device.type not in AUTOCAST_DEVICES \
+            or not torch.is_autocast_enabled(x.device.type):
+        return tensors
     dtype = torch.get_autocast_dtype(x.device.type)
-    cast = [t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in (x, weight, bias)]
-    return tuple(cast)
+    return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
 
 
 def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
@@ -89,7 +93,7 @@ def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
         >>> w = torch.randn(32, 16, 3)
         >>> y = tcnkernels.causal_conv1d(x, w, dilation=4, activation="relu")  # (8, 32, 1000)
     """
-    x, weight, bias = _autocast(x, weight, bias)
+    x, weight, bias = _autocast_all(x, weight, bias)
     check_conv_args(x, weight, bias, dilation, activation)
     if x.dim() == 2:
         return causal_conv1d(x.unsqueeze(0), weight, bias, dilation, activation).squeeze(0)
@@ -102,3 +106,82 @@ def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
                                     or (bias is not None and bias.requires_grad)):
         return CausalConv1dFunction.apply(x, weight, bias, dilation, relu)
     return conv_forward(x, *prepare_weight(weight), bias, dilation, relu)  # inference: no autograd bookkeeping
+
+
+def _check_block_args(x, v1, g1, b1, v2, g2, b2, wd, bd, dilation, p1, p2, mode, seeds):
+    check_conv_args(x, v1, b1, dilation, "relu")
+    c_out, c_in, k = v1.shape
+    if v2.dim() != 3 or tuple(v2.shape) != (c_out, c_out, k):
+        raise ValueError(f"conv2's weight must have shape {(c_out, c_out, k)}, got {tuple(v2.shape)}")
+    check_conv_args(x.new_empty((1, c_out, 1)), v2, b2, dilation, "relu")
+    for name, g in (("g1", g1), ("g2", g2)):
+        if g is not None:
+            _check_tensor(name, g, (3,))
+            if tuple(g.shape) != (c_out, 1, 1):
+                raise ValueError(f"{name} (the weight-norm gain) must have shape {(c_out, 1, 1)}, got {tuple(g.shape)}")
+            if g.dtype != v1.dtype or g.device != v1.device:
+                raise TypeError(f"{name} must have the weight's dtype and device")
+    if wd is None:
+        if c_in != c_out:
+            raise ValueError(f"the residual needs a 1x1 downsample weight: C_in={c_in} != C_out={c_out}")
+    else:
+        check_conv_args(x, wd, bd, 1, None)
+        if tuple(wd.shape) != (c_out, c_in, 1):
+            raise ValueError(f"the downsample weight must have shape {(c_out, c_in, 1)}, got {tuple(wd.shape)}")
+    for name, p in (("dropout", p1), ("dropout", p2)):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    if mode not in DROPOUT_MODES:
+        raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, got {mode!r}")
+    if seeds is not None and (not isinstance(seeds, torch.Tensor) or seeds.dtype != torch.int64
+                              or seeds.shape != (2,) or seeds.device != x.device):
+        raise ValueError("seeds must be an int64 tensor of 2 dropout seeds on x's device")
+
+
+def temporal_block(x, v1, g1, b1, v2, g2, b2, wd=None, bd=None, dilation=1, dropout=(0.0, 0.0),
+                   dropout_mode="element", training=False, seeds=None):
+    """The TCN residual block: relu(D(relu(conv2(D(relu(conv1(x))))))  + res), fused.
+
+    Each conv is causal and dilated, with weight `g * v / ||v||` (norm over (C_in, K) per output
+    channel; g=None: v is the weight as it is) and a bias. res is x, or the 1x1 downsample
+    `wd @ x + bd` when the widths differ. D is dropout with probabilities `dropout` (p1, p2) when
+    `training`: Philox masks from `seeds` (two int64 seeds; drawn from torch's generator when None),
+    the same bits on every backend; "element" or "channel" (spatial) `dropout_mode`.
+
+    Args:
+        x: (B, C_in, L) or (C_in, L); v1 (C_out, C_in, K), g1 (C_out, 1, 1) or None, b1 (C_out,);
+        v2 (C_out, C_out, K), g2, b2 likewise; wd (C_out, C_in, 1) or None, bd (C_out,) or None.
+    Returns:
+        (B, C_out, L), differentiable in x and every weight.
+    """
+    p1, p2 = dropout
+    cast = _autocast_all(x, v1, g1, b1, v2, g2, b2, wd, bd)  # what the convs run in (autocast or not)
+    _check_block_args(*cast, dilation, p1, p2, dropout_mode, seeds)
+    if x.dim() == 2:
+        return temporal_block(x.unsqueeze(0), v1, g1, b1, v2, g2, b2, wd, bd, dilation, dropout, dropout_mode,
+                              training, None if seeds is None else seeds).squeeze(0)
+    drop = training and (p1 > 0 or p2 > 0)
+    if drop and seeds is None:
+        seeds = draw_dropout_seeds(2, x.device)
+    # Weight norm in the parameters' dtype (fp32 under autocast, as nn.utils.weight_norm), then the
+    # convs in the autocast dtype.
+    x, b1, b2, wd, bd = cast[0], cast[3], cast[6], cast[7], cast[8]
+    w1 = (v1 if g1 is None else torch._weight_norm(v1, g1, 0)).to(x.dtype)
+    w2 = (v2 if g2 is None else torch._weight_norm(v2, g2, 0)).to(x.dtype)
+    if select_backend(x.device) == "torch":
+        return _block_composed(x, w1, b1, w2, b2, wd, bd, dilation, p1, p2, dropout_mode, seeds if drop else None,
+                               conv=causal_conv1d_reference)
+    return _block_composed(x, w1, b1, w2, b2, wd, bd, dilation, p1, p2, dropout_mode, seeds if drop else None,
+                           conv=causal_conv1d)
+
+
+def _block_composed(x, w1, b1, w2, b2, wd, bd, dilation, p1, p2, mode, seeds, conv):
+    """The block from separate ops (`conv` is the reference or the fused conv)."""
+    out = conv(x, w1, b1, dilation, "relu")
+    if seeds is not None:
+        out = dropout_reference(out, seeds[0], p1, mode)
+    out = conv(out, w2, b2, dilation, "relu")
+    if seeds is not None:
+        out = dropout_reference(out, seeds[1], p2, mode)
+    res = x if wd is None else conv(x, wd, bd, 1, None)
+    return torch.relu(out + res)

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .functional import causal_conv1d
-from .ops.reference import ACTIVATIONS, TemporalBlockBase, temporal_levels
+from .functional import causal_conv1d, temporal_block
+from .ops.reference import ACTIVATIONS, DROPOUT_MODES, TemporalBlockBase, draw_dropout_seeds, temporal_levels
 
 # Legacy `torch.nn.utils.weight_norm` state_dict names -> `parametrizations.weight_norm` names.
 _LEGACY_WEIGHT_NORM_KEYS = {"weight_g": "parametrizations.weight.original0",
@@ -95,8 +95,11 @@ class TemporalBlock(TemporalBlockBase):
     builds plain convs, for copies of the reference that drop weight norm.
     """
 
-    def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation, padding, dropout=0.2, weight_norm=True):
+    def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation, padding, dropout=0.2, weight_norm=True,
+                 dropout_mode="element"):
         super().__init__()
+        if dropout_mode not in DROPOUT_MODES:
+            raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, got {dropout_mode!r}")
         if stride != 1:
             raise ValueError(f"stride must be 1 (a causal TCN block keeps the length), got {stride}")
         if isinstance(kernel_size, int) and isinstance(dilation, int) and padding != (kernel_size - 1) * dilation:
@@ -114,8 +117,23 @@ class TemporalBlock(TemporalBlockBase):
                                  self.conv2, nn.Identity(), nn.Identity(), self.dropout2)
         self.downsample = CausalConv1d(n_inputs, n_outputs, 1) if n_inputs != n_outputs else None
         self.relu = nn.ReLU()
+        self.dropout_mode = dropout_mode
         # The reference's init, RNG draws included, so the same seed gives the reference's weights.
         self.init_weights()
+
+    def forward(self, x, seeds=None):
+        """x: (B, n_inputs, L) -> (B, n_outputs, L). `seeds`: two int64 dropout seeds (a network
+        draws them for all its blocks at once); drawn here when None."""
+        d = self.downsample
+        return temporal_block(x, *_weight_and_gain(self.conv1), self.conv1.bias, *_weight_and_gain(self.conv2),
+                              self.conv2.bias, None if d is None else d.weight, None if d is None else d.bias,
+                              self.conv1.dilation[0], (self.dropout1.p, self.dropout2.p), self.dropout_mode,
+                              self.training, seeds)
+
+
+def _weight_and_gain(conv):
+    """(v, g) of a weight-normalised conv, (weight, None) of a plain one."""
+    return (conv.weight_v, conv.weight_g) if isinstance(conv, WeightNormCausalConv1d) else (conv.weight, None)
 
 
 class TemporalConvNet(nn.Module):
@@ -123,19 +141,31 @@ class TemporalConvNet(nn.Module):
 
     x: (B, num_inputs, L) -> (B, num_channels[-1], L). Receptive field 1 + 2*(k-1)*(2**levels - 1).
 
+    Dropout is Philox-based (the same masks on every backend for the same seed); `dropout_mode`
+    "element" (the reference's) or "channel" (the paper's spatial dropout). In training, the network
+    draws the dropout seeds of all its blocks in one go.
+
     Example:
         >>> tcn = tcnkernels.TemporalConvNet(1, [25] * 8, kernel_size=7, dropout=0.05)
         >>> y = tcn(torch.randn(64, 1, 784))  # (64, 25, 784)
     """
 
-    def __init__(self, num_inputs, num_channels, kernel_size=2, dropout=0.2):
+    def __init__(self, num_inputs, num_channels, kernel_size=2, dropout=0.2, dropout_mode="element"):
         super().__init__()
         if isinstance(num_channels, (str, bytes)) or not hasattr(num_channels, "__len__") or not num_channels:
             raise ValueError(f"num_channels must be a non-empty list of widths, got {num_channels!r}")
-        self.network = temporal_levels(TemporalBlock, num_inputs, num_channels, kernel_size, dropout)
+        self.network = temporal_levels(TemporalBlock, num_inputs, num_channels, kernel_size, dropout,
+                                       dropout_mode=dropout_mode)
 
     def forward(self, x):
-        return self.network(x)
+        blocks = list(self.network)
+        seeds = None
+        if self.training and isinstance(x, torch.Tensor) and any(
+                isinstance(b, TemporalBlock) and (b.dropout1.p > 0 or b.dropout2.p > 0) for b in blocks):
+            seeds = draw_dropout_seeds(2 * len(blocks), x.device)  # one draw (one launch) for every block
+        for i, block in enumerate(blocks):
+            x = block(x, seeds[2 * i:2 * i + 2]) if seeds is not None and isinstance(block, TemporalBlock) else block(x)
+        return x
 
 
 def _is_reference_block(module):

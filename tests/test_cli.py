@@ -24,7 +24,7 @@ def run_cli(*args, timeout=600, cwd=ROOT):
 def test_info_names_versions_device_and_backends():
     out = run_cli("info")
     for needle in ("tcnkernels 0.1.0", f"torch      {torch.__version__}", "triton", "device", "interpreter",
-                   "auto picks"):
+                   "auto picks", "C++ CPU helpers: in use"):
         assert needle in out, out
 
 

@@ -21,6 +21,84 @@ def causal_conv1d_reference(x, weight, bias=None, dilation=1, activation=None):
     return torch.relu(y) if activation == "relu" else y
 
 
+# ------------------------------------------------------------------------------------------------
+# Dropout: counter-based Philox, the same bits as the Triton kernels' `tl.randint(seed, offset)`
+# (Philox4x32, 10 rounds, counter (offset_lo, offset_hi, 0, 0), key (seed_lo, seed_hi), output c0).
+# Element (b, c, t) of a (B, C, L) activation uses offset (b*C + c)*L + t ("element" mode) or b*C + c
+# ("channel" mode: spatial dropout, one draw per channel and sequence). Kept iff the draw >= p * 2^32;
+# kept values are scaled by 1/(1-p), as nn.Dropout does.
+
+DROPOUT_MODES = ("element", "channel")
+_M32 = 0xFFFFFFFF
+_PHILOX_KEY = (0x9E3779B9, 0xBB67AE85)
+_PHILOX_ROUND = (0xD2511F53, 0xCD9E8D57)
+
+
+def philox_randint(seed, offsets):
+    """The Philox draws (uint32 values in an int64 tensor) of `offsets` (int64) under `seed` (an
+    int64 scalar tensor or int). Pure PyTorch: 64-bit products wrap, and only their low 64 bits are used."""
+    c0, c1 = offsets & _M32, (offsets >> 32) & _M32
+    c2 = c3 = torch.zeros_like(c0)
+    k0, k1 = seed & _M32, (seed >> 32) & _M32
+    for _ in range(10):
+        product_b, product_a = c2 * _PHILOX_ROUND[1], c0 * _PHILOX_ROUND[0]
+        c0, c2 = ((product_b >> 32) & _M32) ^ c1 ^ k0, ((product_a >> 32) & _M32) ^ c3 ^ k1
+        c1, c3 = product_b & _M32, product_a & _M32
+        k0, k1 = (k0 + _PHILOX_KEY[0]) & _M32, (k1 + _PHILOX_KEY[1]) & _M32
+    return c0
+
+
+def dropout_threshold(p):
+    """Draws below this are dropped: p * 2^32, rounded (0 keeps everything, 2^32 nothing)."""
+    return min(2**32, max(0, round(p * 2**32)))
+
+
+def dropout_keep_mask(seed, shape, p, mode="element"):
+    """The keep mask of a (B, C, L) activation: bool, (B, C, L), or (B, C, 1) in channel mode.
+    On a CPU with the C++ helper built (csrc/philox_dropout.cpp) it makes the same bits ~25x faster."""
+    from .._native import native_ops
+
+    B, C, L = shape
+    count = B * C * (L if mode == "element" else 1)
+    threshold = dropout_threshold(p)
+    native = native_ops() if seed.device.type == "cpu" else None
+    if native is not None:
+        keep = native.philox_keep_mask(seed, 0, count, threshold)
+    else:
+        keep = philox_randint(seed.reshape(()), torch.arange(count, device=seed.device)) >= threshold
+    return keep.view(B, C, L if mode == "element" else 1)
+
+
+def dropout_reference(x, seed, p, mode="element"):
+    """x with the Philox keep mask of `seed` applied and kept values scaled by 1/(1-p); x: (B, C, L)."""
+    if p == 0:
+        return x
+    if p >= 1:
+        return torch.zeros_like(x)
+    keep = dropout_keep_mask(seed, x.shape, p, mode)
+    return torch.where(keep, x * (1.0 / (1.0 - p)), torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def draw_dropout_seeds(n, device):
+    """n dropout seeds from torch's generator, as a device tensor: no host read, so a training step
+    can be captured in a CUDA graph, and torch.manual_seed reproduces the masks."""
+    return torch.randint(0, 2**62, (n,), device=device, dtype=torch.int64)
+
+
+def temporal_block_reference(x, w1, b1, w2, b2, wd, bd, dilation, p=0.0, mode="element", seeds=None):
+    """The reference TemporalBlock's forward on given weights, left padding instead of pad + chomp,
+    and Philox dropout (applied when `seeds`, two int64 seeds, are given): what the fused block
+    computes. x: (B, C_in, L); w1 (C_out, C_in, K); w2 (C_out, C_out, K); wd (C_out, C_in, 1) or None."""
+    out = causal_conv1d_reference(x, w1, b1, dilation, "relu")
+    if seeds is not None:
+        out = dropout_reference(out, seeds[0], p, mode)
+    out = causal_conv1d_reference(out, w2, b2, dilation, "relu")
+    if seeds is not None:
+        out = dropout_reference(out, seeds[1], p, mode)
+    res = x if wd is None else F.conv1d(x, wd, bd)
+    return torch.relu(out + res)
+
+
 class Chomp1d(nn.Module):
     def __init__(self, chomp_size):
         super().__init__()
