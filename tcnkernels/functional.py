@@ -11,7 +11,9 @@ from .ops.reference import (ACTIVATIONS, DROPOUT_MODES, causal_conv1d_reference,
 
 if TRITON_IMPORT_ERROR is None:  # without triton only the torch backend exists
     from .ops.conv import CausalConv1dFunction, causal_conv1d_op
-    from .ops.conv_launch import conv_forward, prepare_weight
+    from .ops.block import TemporalBlockFunction, block_forward
+    from .ops.conv_launch import conv_forward
+    from .ops.weight_launch import prepare_weight
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 AUTOCAST_DEVICES = ("cuda", "cpu")  # where torch.autocast exists (asking about "meta" raises)
@@ -111,9 +113,14 @@ def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
 def _check_block_args(x, v1, g1, b1, v2, g2, b2, wd, bd, dilation, p1, p2, mode, seeds):
     check_conv_args(x, v1, b1, dilation, "relu")
     c_out, c_in, k = v1.shape
-    if v2.dim() != 3 or tuple(v2.shape) != (c_out, c_out, k):
+    _check_tensor("conv2's weight", v2, (3,))
+    if tuple(v2.shape) != (c_out, c_out, k):
         raise ValueError(f"conv2's weight must have shape {(c_out, c_out, k)}, got {tuple(v2.shape)}")
-    check_conv_args(x.new_empty((1, c_out, 1)), v2, b2, dilation, "relu")
+    for name, t in (("conv2's weight", v2), ("conv2's bias", b2)):
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            raise TypeError(f"{name} must have x's dtype and device ({x.dtype}, {x.device}), got {t.dtype}, {t.device}")
+    if b2 is not None and tuple(b2.shape) != (c_out,):
+        raise ValueError(f"conv2's bias must have shape ({c_out},), got {tuple(b2.shape)}")
     for name, g in (("g1", g1), ("g2", g2)):
         if g is not None:
             _check_tensor(name, g, (3,))
@@ -163,16 +170,23 @@ def temporal_block(x, v1, g1, b1, v2, g2, b2, wd=None, bd=None, dilation=1, drop
     drop = training and (p1 > 0 or p2 > 0)
     if drop and seeds is None:
         seeds = draw_dropout_seeds(2, x.device)
-    # Weight norm in the parameters' dtype (fp32 under autocast, as nn.utils.weight_norm), then the
-    # convs in the autocast dtype.
-    x, b1, b2, wd, bd = cast[0], cast[3], cast[6], cast[7], cast[8]
+    x = cast[0]
+    backend = select_backend(x.device)
+    if backend == "triton" and not torch.compiler.is_compiling():
+        # The fused block: weight norm and the autocast dtype are handled by its weight kernel; the
+        # parameters go in as they are, so their gradients come out in their own dtype.
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, v1, g1, b1, v2, g2, b2, wd, bd)):
+            return TemporalBlockFunction.apply(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds if drop else None, dilation,
+                                               p1, p2, dropout_mode, drop)
+        return block_forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds if drop else None, dilation, p1, p2,
+                             dropout_mode, drop, keep_branch=False)[0]
+    # Separate ops: the PyTorch path, or the registered conv ops for torch.compile. Weight norm in the
+    # parameters' dtype (fp32 under autocast, as nn.utils.weight_norm), the convs in the autocast dtype.
+    b1, b2, wd, bd = cast[3], cast[6], cast[7], cast[8]
     w1 = (v1 if g1 is None else torch._weight_norm(v1, g1, 0)).to(x.dtype)
     w2 = (v2 if g2 is None else torch._weight_norm(v2, g2, 0)).to(x.dtype)
-    if select_backend(x.device) == "torch":
-        return _block_composed(x, w1, b1, w2, b2, wd, bd, dilation, p1, p2, dropout_mode, seeds if drop else None,
-                               conv=causal_conv1d_reference)
     return _block_composed(x, w1, b1, w2, b2, wd, bd, dilation, p1, p2, dropout_mode, seeds if drop else None,
-                           conv=causal_conv1d)
+                           conv=causal_conv1d_reference if backend == "torch" else causal_conv1d)
 
 
 def _block_composed(x, w1, b1, w2, b2, wd, bd, dilation, p1, p2, mode, seeds, conv):

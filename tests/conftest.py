@@ -4,11 +4,15 @@ TCNKERNELS_TEST_DEVICE=cuda runs the same suite with compiled kernels on a GPU (
 `gpu` tier); by default every kernel runs in Triton's interpreter on CPU tensors.
 """
 import os
+import tempfile
 
 TEST_DEVICE = os.environ.get("TCNKERNELS_TEST_DEVICE", "cpu")
 if TEST_DEVICE == "cpu":
     os.environ["TRITON_INTERPRET"] = "1"
 os.environ.pop("TCNKERNELS_BACKEND", None)
+# torch.compile's on-disk caches key a backward graph on its forward, not on the registered ops'
+# schemas: a cache left by an older checkout can replay a call with the old signature.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"tcnkernels-inductor-{os.getpid()}"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -43,30 +43,19 @@ class OpRecorder(TorchDispatchMode):
 
 
 class LaunchRecorder:
-    """Records the name of every Triton kernel the launchers launch inside the `with` block (the
-    kernels still run)."""
-
-    def __init__(self):
-        self.launches = []
+    """Records the name of every Triton kernel launched inside the `with` block (they still run)."""
 
     def __enter__(self):
-        from tcnkernels.ops import conv_launch
-        self._saved = {name: k for name, k in vars(conv_launch).items() if name.endswith("_kernel")}
-        recorder = self
+        from tcnkernels.ops import launching
+        self.launches, self._launch = [], launching.launch
 
-        class Recording:
-            def __init__(self, name, kernel):
-                self.name, self.kernel = name, kernel
+        def record(kernel, grid, device_of, args, meta):
+            self.launches.append(kernel.fn.__name__)
+            return self._launch(kernel, grid, device_of, args, meta)
 
-            def __getitem__(self, grid):
-                recorder.launches.append(self.name)
-                return self.kernel[grid]
-
-        for name, kernel in self._saved.items():
-            setattr(conv_launch, name, Recording(name, kernel))
+        launching.launch = record
         return self
 
     def __exit__(self, *exc):
-        from tcnkernels.ops import conv_launch
-        for name, kernel in self._saved.items():
-            setattr(conv_launch, name, kernel)
+        from tcnkernels.ops import launching
+        launching.launch = self._launch

@@ -15,7 +15,7 @@ from tcnkernels.bench import static_profile
 
 # Opt-in shared memory per block: A100 (sm_80) 163 KB, H100 (sm_90) 227 KB.
 SHARED_MEMORY_LIMIT = {80: 166912, 90: 232448}
-KERNELS = {"causal_conv1d_kernel", "causal_conv1d_weight_grad_kernel", "weight_kmajor_kernel",
+KERNELS = {"causal_conv1d_kernel", "causal_conv1d_weight_grad_kernel", "weight_prep_kernel",
            "weight_grad_finalize_kernel"}
 
 
@@ -37,10 +37,12 @@ def test_every_shipped_configuration_compiles(arch):
     assert not errors, json.dumps(errors[:3], indent=1)
     too_big = [r for r in rows if r["shared"] > SHARED_MEMORY_LIMIT[arch]]
     assert not too_big, json.dumps(too_big[:3], indent=1)
-    # No spill inside a steady-state loop, anywhere. For a few runtime specialisations (an int
-    # argument equal to 1 made constant) ptxas parks a handful of values on the stack across the
-    # loop at 72-80 registers: at most 16 bytes, outside the loop, tolerated and counted here.
-    spilling = [r for r in rows if r["stack"] and (r["loop_spills"] or r["stack"] > 16)]
+    # No spill inside a steady-state loop, anywhere. For a few runtime specialisations ptxas parks
+    # a handful of values on the stack outside the loop: 8-16 bytes at 72-80 registers (an int
+    # argument equal to 1 made constant), 24-48 bytes for a wide input-gradient tile with a gate at
+    # ALIGN 1 (a shorter tile would cost ~60% more instructions per output, the static profile
+    # says). Tolerated up to 48 bytes and counted here.
+    spilling = [r for r in rows if r["stack"] and (r["loop_spills"] or r["stack"] > 48)]
     assert not spilling, f"{len(spilling)} configurations spill:\n" + json.dumps(spilling[:3], indent=1)
     parked = [r for r in rows if r["stack"]]
     assert len(parked) <= 0.02 * len(rows), f"{len(parked)} of {len(rows)} configurations use the stack"

@@ -218,7 +218,7 @@ def test_forced_triton_runs_no_pytorch_convolution(device):
         tcnkernels.causal_conv1d(x, w, b, dilation, act).sum().backward()
     assert not rec.pytorch_convolutions(), rec.ops
     # forward: weight layout + conv; backward: weight grad + its finalize + input grad
-    assert launched.launches == ["weight_kmajor_kernel", "causal_conv1d_kernel", "causal_conv1d_weight_grad_kernel",
+    assert launched.launches == ["weight_prep_kernel", "causal_conv1d_kernel", "causal_conv1d_weight_grad_kernel",
                                  "weight_grad_finalize_kernel", "causal_conv1d_kernel"]
 
 
@@ -233,7 +233,7 @@ def test_opcheck(case, device):
     torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_input_grad, (dy, w.detach(), dilation))
     for write_g in (0, activation):
         torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_weight_grad,
-                              (dy, x.detach(), y_gate, w.shape[2], dilation, write_g))
+                              (dy, x.detach(), y_gate, w.detach(), dilation, write_g))
 
 
 def test_frozen_weight_gates_the_input_gradient(device):

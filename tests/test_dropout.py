@@ -5,16 +5,45 @@ import torch
 
 import tcnkernels
 from tcnkernels import _native
-from tcnkernels.ops.reference import (dropout_keep_mask, dropout_reference, dropout_threshold, philox_randint,
+from tcnkernels.ops.reference import (dropout_keep_mask, dropout_reference, dropout_threshold, philox4x32,
                                       temporal_block_reference)
 
 
-def test_native_and_pytorch_masks_agree():
+@pytest.mark.parametrize("L", [1, 7, 64, 130])
+@pytest.mark.parametrize("channel", [False, True], ids=["element", "channel"])
+def test_native_and_pytorch_masks_agree(L, channel):
     seed = torch.tensor([0x0123456789ABCDEF])
-    keep = philox_randint(seed.reshape(()), torch.arange(20000)) >= dropout_threshold(0.3)
+    rows, quads = 37, -(-L // 4)
+    if channel:
+        keep = philox4x32(seed.reshape(()), torch.arange(rows))[0] >= dropout_threshold(0.3)
+    else:
+        draws = torch.stack(philox4x32(seed.reshape(()), torch.arange(rows * quads)), -1).view(rows, quads * 4)
+        keep = draws[:, :L] >= dropout_threshold(0.3)
     native = _native.native_ops()
     assert native is not None, _native.native_status()  # CI machines have a compiler: the helper builds
-    assert torch.equal(native.philox_keep_mask(seed, 0, 20000, dropout_threshold(0.3)), keep)
+    got = native.philox_keep_mask(seed, rows, L, dropout_threshold(0.3), channel)
+    assert torch.equal(got.flatten(), keep.flatten())
+
+
+def test_triton_draws_match_the_pytorch_philox():
+    """tl.randint4x (the kernels' generator, run in the interpreter) against the PyTorch Philox."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def draws_kernel(seed_ptr, out_ptr, N, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        r0, r1, r2, r3 = tl.randint4x(tl.load(seed_ptr), offs.to(tl.int64) + (1 << 33))
+        tl.store(out_ptr + offs * 4, r0.to(tl.int64) & 0xFFFFFFFF, mask=offs < N)
+        tl.store(out_ptr + offs * 4 + 1, r1.to(tl.int64) & 0xFFFFFFFF, mask=offs < N)
+        tl.store(out_ptr + offs * 4 + 2, r2.to(tl.int64) & 0xFFFFFFFF, mask=offs < N)
+        tl.store(out_ptr + offs * 4 + 3, r3.to(tl.int64) & 0xFFFFFFFF, mask=offs < N)
+
+    seed = torch.tensor([0x0123456789ABCDEF])
+    out = torch.zeros(300, 4, dtype=torch.int64)
+    draws_kernel[(3,)](seed, out, 300, BLOCK=128)
+    want = torch.stack(philox4x32(seed.reshape(()), torch.arange(300) + (1 << 33)), -1)
+    assert torch.equal(out, want)
 
 
 def test_pytorch_fallback_without_the_native_helper():

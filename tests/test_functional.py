@@ -4,7 +4,7 @@ import torch
 
 import tcnkernels
 from tcnkernels import _backend
-from tcnkernels.ops import conv_launch
+from tcnkernels.ops import launching
 from tcnkernels.ops.reference import causal_conv1d_reference
 
 
@@ -43,7 +43,7 @@ def test_bad_input_raises_before_any_kernel(over, exc, message, monkeypatch):
     def no_kernel(*args):
         raise AssertionError("a kernel ran on bad input")
 
-    monkeypatch.setattr(conv_launch, "_launch", no_kernel)
+    monkeypatch.setattr(launching, "launch", no_kernel)
     with pytest.raises(exc, match=message.replace("(", r"\(").replace(")", r"\)")):
         with tcnkernels.use_backend("triton"):
             tcnkernels.causal_conv1d(**_args(**over))
@@ -81,7 +81,7 @@ def test_cpu_without_interpreter_uses_torch_or_says_why(monkeypatch):
 
 
 def test_torch_backend_runs_the_reference(monkeypatch):
-    monkeypatch.setattr(conv_launch, "_launch", lambda *a: (_ for _ in ()).throw(AssertionError("kernel ran")))
+    monkeypatch.setattr(launching, "launch", lambda *a: (_ for _ in ()).throw(AssertionError("kernel ran")))
     args = _args(activation="relu", dilation=3)
     with tcnkernels.use_backend("torch"):
         y = tcnkernels.causal_conv1d(**args)

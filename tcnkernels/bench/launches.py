@@ -43,48 +43,43 @@ class Launch:
 
 @contextlib.contextmanager
 def recorded_launches(arch, tf32):
-    """Inside: the conv launchers record instead of launching, believe they run on `arch`, and the
-    triton backend accepts meta tensors. Yields the list the launches are appended to."""
+    """Inside: the launchers record instead of launching (through their one launch point), believe
+    they run on `arch`, and the triton backend accepts meta tensors. Yields the list of launches."""
     from triton.runtime.jit import JITFunction
 
     from .. import _backend
-    from ..ops import conv_launch as conv
+    from ..ops import conv_launch, launching
 
     launches = []
 
-    class Recorder:
-        def __init__(self, kernel):
-            self.kernel = kernel
+    def record(kernel, grid, device_of, args, meta):
+        if not isinstance(kernel, JITFunction):
+            raise RuntimeError("no compiled Triton kernels to record: run without TRITON_INTERPRET")
+        launches.append(Launch(kernel, grid, args, meta))
 
-        def __getitem__(self, grid):
-            return lambda *args, **kwargs: launches.append(Launch(self.kernel, grid, args, kwargs))
-
-    kernels = {name: obj for name, obj in vars(conv).items() if isinstance(obj, JITFunction)}
-    if not kernels:
-        raise RuntimeError("no compiled Triton kernels to record: run without TRITON_INTERPRET")
-    saved = dict(kernels, target_of=conv.target_of)
+    saved = dict(launch=launching.launch, target_of=launching.target_of)
     saved_reason, saved_tf32 = _backend.triton_unusable_reason, torch.backends.cudnn.allow_tf32
-    plans = [conv._conv_plan, conv._weight_grad_plan]  # cached per key: the target is not part of it
+    plans = [conv_launch._conv_plan, conv_launch._weight_grad_plan]  # cached per key, and the target is not in it
     for plan in plans:
         plan.cache_clear()
     try:
-        for name, kernel in kernels.items():
-            setattr(conv, name, Recorder(kernel))
-        conv.target_of = lambda device: conv.Target(gpu=True, sm_count=ARCHS[arch].sm_count, capability=arch)
+        launching.launch = record
+        launching.target_of = lambda device: launching.Target(gpu=True, sm_count=ARCHS[arch].sm_count,
+                                                              capability=arch)
         _backend.triton_unusable_reason = lambda device: None
         torch.backends.cudnn.allow_tf32 = tf32
         yield launches
     finally:
         for name, value in saved.items():
-            setattr(conv, name, value)
+            setattr(launching, name, value)
         _backend.triton_unusable_reason, torch.backends.cudnn.allow_tf32 = saved_reason, saved_tf32
         for plan in plans:
             plan.cache_clear()
 
 
-def network_launches(shape, precision, arch=90):
-    """Every launch of one TemporalConvNet forward + backward of `shape` (B, C_in, channels per level,
-    K, L) in `precision`."""
+def network_launches(shape, precision, arch=90, dropout=0.0):
+    """Every launch of one TemporalConvNet training step (forward + backward) of `shape` (B, C_in,
+    channels per level, K, L) in `precision`, with `dropout`."""
     from .._backend import use_backend
     from ..nn import TemporalConvNet
 
@@ -92,7 +87,7 @@ def network_launches(shape, precision, arch=90):
     dtype, tf32 = PRECISIONS[precision]
     with recorded_launches(arch, tf32) as launches, use_backend("triton"):
         with torch.device("meta"):
-            model = TemporalConvNet(c_in, list(channels), K, dropout=0.0).to(dtype)
+            model = TemporalConvNet(c_in, list(channels), K, dropout=dropout).to(dtype)
         x = torch.empty(B, c_in, L, device="meta", dtype=dtype, requires_grad=True)
         y = model(x)
         y.backward(torch.empty_like(y))
@@ -139,13 +134,13 @@ SWEEP_TAPS = (1, 2, 5)                   # pipelining depth follows the iteratio
 SWEEP_DILATIONS = (1, 16)                # ALIGN 1 and ALIGN = a whole 16-byte vector
 
 
-def conv_launches(c_in, c_out, L, K, dilation, precision, arch):
+def conv_launches(c_in, c_out, L, K, dilation, precision, arch, batch=2):
     """The launches of one causal_conv1d (bias, ReLU) forward + backward on meta tensors."""
     from .._backend import use_backend
     from ..functional import causal_conv1d
     dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
     with recorded_launches(arch, tf32) as launches, use_backend("triton"):
-        x = torch.empty(2, c_in, L, device="meta", dtype=dtype, requires_grad=True)
+        x = torch.empty(batch, c_in, L, device="meta", dtype=dtype, requires_grad=True)
         w = torch.empty(c_out, c_in, K, device="meta", dtype=dtype, requires_grad=True)
         b = torch.empty(c_out, device="meta", dtype=dtype, requires_grad=True)
         y = causal_conv1d(x, w, b, dilation, "relu")
@@ -153,19 +148,48 @@ def conv_launches(c_in, c_out, L, K, dilation, precision, arch):
     return launches
 
 
+BLOCK_SWEEP_CHANNELS = (17, 65)  # a one-block and a wide tile; the conv sweep covers the rest of the tiles
+
+
+def block_launches(c_in, c_out, L, K, dilation, precision, arch, dropout, training):
+    """The launches of one TemporalBlock forward (+ backward when training) on meta tensors."""
+    from .._backend import use_backend
+    from ..nn import TemporalBlock
+    dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
+    with recorded_launches(arch, tf32) as launches, use_backend("triton"):
+        with torch.device("meta"):
+            block = TemporalBlock(c_in, c_out, K, 1, dilation, (K - 1) * dilation, dropout).to(dtype).train(training)
+        x = torch.empty(2, c_in, L, device="meta", dtype=dtype, requires_grad=training)
+        y = block(x)
+        if training:
+            y.backward(torch.empty_like(y))
+    return launches
+
+
 def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, torch.float64)):
     """One launch per configuration the launchers can choose (kernel, dtypes, every constexpr and
-    launch option), over a sweep of shapes that crosses every breakpoint of the tile heuristics. Each
-    is compiled with the runtime specialisation of the first shape that chose it."""
+    launch option), over a sweep of shapes that crosses every breakpoint of the tile heuristics (single
+    convs) and every epilogue and gate the fused block uses (blocks with and without a downsample,
+    dropout, training and inference). Each is compiled with the runtime specialisation of the first
+    shape that chose it."""
     distinct = {}
+
+    def add(launches):
+        for launch in launches:
+            dtypes = tuple(str(a.dtype) for a in launch.args if isinstance(a, torch.Tensor))
+            distinct.setdefault((launch.kernel.fn.__name__, dtypes, repr(sorted(launch.kwargs.items()))), launch)
+
     for precision in precisions:
         for c_in in SWEEP_CHANNELS:
             for c_out in SWEEP_CHANNELS:
                 for L in SWEEP_LENGTHS:
                     for K in SWEEP_TAPS:
                         for dilation in SWEEP_DILATIONS:
-                            for launch in conv_launches(c_in, c_out, L, K, dilation, precision, arch):
-                                dtypes = tuple(str(a.dtype) for a in launch.args if isinstance(a, torch.Tensor))
-                                key = (launch.kernel.fn.__name__, dtypes, repr(sorted(launch.kwargs.items())))
-                                distinct.setdefault(key, launch)
+                            add(conv_launches(c_in, c_out, L, K, dilation, precision, arch))
+        for c_in in BLOCK_SWEEP_CHANNELS:
+            for c_out in BLOCK_SWEEP_CHANNELS:
+                for L in SWEEP_LENGTHS[1:3]:
+                    for dilation in SWEEP_DILATIONS:
+                        for dropout, training in ((0.2, True), (0.0, True), (0.2, False)):
+                            add(block_launches(c_in, c_out, L, 3, dilation, precision, arch, dropout, training))
     return list(distinct.values())

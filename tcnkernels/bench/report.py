@@ -116,9 +116,27 @@ def render_markdown(report):
         lines += ["", "## Host overhead (CPU timing: Triton launches stubbed out, CPU tensors, microseconds per call)",
                   "", "| call | us per call | goal |", "|---|---|---|"]
         lines += [f"| {r['name']} | {r['us']:.1f} | {r.get('goal_us') or ''} |" for r in host]
+    lines += structure_table(report.get("structure"))
     lines += ["", "## Goals (for H100/H200-class GPUs)", "", "| goal | status | detail |", "|---|---|---|"]
     lines += [f"| {name} | {status} | {detail} |" for name, status, detail in goals(report)]
     return "\n".join(lines) + "\n"
+
+
+def structure_table(rows):
+    """Launches and saved activations of one training step, tcnkernels against the reference."""
+    if not rows:
+        return []
+    lines = ["", "## One training step, counted on meta tensors (not timed): kernel launches and activations "
+             "saved for the backward", "", "| config | launches: tcnkernels | reference | saved MB: tcnkernels | "
+             "reference | saved ratio |", "|---|---|---|---|---|---|"]
+    by_config = {}
+    for r in rows:
+        by_config.setdefault(r["config"], {})[r["provider"]] = r
+    for config, pair in by_config.items():
+        ours, ref = pair["tcnkernels"], pair["reference"]
+        lines.append(f"| {config} | {ours['launches']} | {ref['launches']} | {ours['saved_bytes'] / 1e6:.1f} | "
+                     f"{ref['saved_bytes'] / 1e6:.1f} | {ours['saved_bytes'] / ref['saved_bytes']:.2f} |")
+    return lines
 
 
 def bottleneck(result):

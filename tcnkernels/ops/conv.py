@@ -7,7 +7,7 @@
   dynamo traces as opaque nodes without graph breaks:
     tcnkernels::causal_conv1d(x, weight, bias?, dilation, relu) -> y
     tcnkernels::causal_conv1d_input_grad(g, weight, dilation) -> dx
-    tcnkernels::causal_conv1d_weight_grad(dy, x, y?, kernel_size, dilation, write_g) -> (dw, db, g)
+    tcnkernels::causal_conv1d_weight_grad(dy, x, y?, weight, dilation, write_g) -> (dw, db, g)
   Flags are ints (relu, write_g: 0 or 1), as compiled graphs want.
 Inputs are validated by the public function (`tcnkernels.functional`) before they get here.
 """
@@ -15,17 +15,18 @@ from typing import Optional, Tuple
 
 import torch
 
-from .conv_launch import conv_forward, conv_input_grad, conv_weight_grad, prepare_weight
+from .conv_launch import conv_forward, conv_input_grad, conv_weight_grad
+from .weight_launch import prepare_weight
 
 
 def relu_gate(dy, y):
     return torch.where(y > 0, dy, torch.zeros((), dtype=dy.dtype, device=dy.device))
 
 
-def conv_backward(dy, x, y, kernel_size, dilation, needs, weight_grad, input_grad):
+def conv_backward(dy, x, y, weight, dilation, needs, weight_grad, input_grad):
     """(dx, dw, db, None, None): the gradients of y = act(conv(x, weight) + bias) that `needs` (the
     ctx's needs_input_grad) asks for; y is the saved output when act is ReLU, else None.
-    weight_grad(dy, x, y, K, dilation, write_g) -> (dw, db, g) and input_grad(g) -> dx are the
+    weight_grad(dy, x, y, weight, dilation, write_g) -> (dw, db, g) and input_grad(g) -> dx are the
     launchers (eager) or the registered ops (torch.compile).
 
     The ReLU gate g = dy * (y > 0) is applied once: the weight-gradient kernel, which reads dy and y
@@ -34,7 +35,7 @@ def conv_backward(dy, x, y, kernel_size, dilation, needs, weight_grad, input_gra
     g = dy
     if needs[1] or needs[2]:
         write_g = int(y is not None and needs[0])
-        dw, db, written = weight_grad(dy, x, y, kernel_size, dilation, write_g)
+        dw, db, written = weight_grad(dy, x, y, weight, dilation, write_g)
         g = written if write_g else dy
     elif y is not None and needs[0]:  # frozen weights: the gate alone, one elementwise op
         g = relu_gate(dy, y)
@@ -63,7 +64,7 @@ class CausalConv1dFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a differentiable backward, in PyTorch ops
             return _differentiable_backward(ctx, dy, x, ctx.weight, y)
         dilation, w_cols = ctx.dilation, ctx.w_cols
-        return conv_backward(dy, x, y, w.shape[2], dilation, ctx.needs_input_grad, conv_weight_grad,
+        return conv_backward(dy, x, y, ctx.weight, dilation, ctx.needs_input_grad, conv_weight_grad,
                              lambda g: conv_input_grad(g, w, w_cols, dilation))
 
 
@@ -107,16 +108,15 @@ def _(g, weight, dilation):
 
 
 @torch.library.custom_op("tcnkernels::causal_conv1d_weight_grad", mutates_args=())
-def causal_conv1d_weight_grad_op(dy: torch.Tensor, x: torch.Tensor, y: Optional[torch.Tensor], kernel_size: int,
+def causal_conv1d_weight_grad_op(dy: torch.Tensor, x: torch.Tensor, y: Optional[torch.Tensor], weight: torch.Tensor,
                                  dilation: int, write_g: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dw, db, g = conv_weight_grad(dy, x, y, kernel_size, dilation, bool(write_g))
+    dw, db, g = conv_weight_grad(dy, x, y, weight, dilation, bool(write_g))
     return dw, db, dy.new_empty(0) if g is None else g  # a registered op returns tensors, never None
 
 
 @causal_conv1d_weight_grad_op.register_fake
-def _(dy, x, y, kernel_size, dilation, write_g):
-    return (x.new_empty((dy.shape[1], x.shape[1], kernel_size)), x.new_empty((dy.shape[1],)),
-            dy.new_empty(dy.shape if write_g else (0,)))
+def _(dy, x, y, weight, dilation, write_g):
+    return weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],)), dy.new_empty(dy.shape if write_g else (0,))
 
 
 def _setup_context(ctx, inputs, output):
@@ -127,7 +127,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, weight, y = ctx.saved_tensors
-    return conv_backward(dy, x, y, weight.shape[2], ctx.dilation, ctx.needs_input_grad, causal_conv1d_weight_grad_op,
+    return conv_backward(dy, x, y, weight, ctx.dilation, ctx.needs_input_grad, causal_conv1d_weight_grad_op,
                          lambda g: causal_conv1d_input_grad_op(g, weight, ctx.dilation))
 
 

@@ -22,11 +22,12 @@ def causal_conv1d_reference(x, weight, bias=None, dilation=1, activation=None):
 
 
 # ------------------------------------------------------------------------------------------------
-# Dropout: counter-based Philox, the same bits as the Triton kernels' `tl.randint(seed, offset)`
-# (Philox4x32, 10 rounds, counter (offset_lo, offset_hi, 0, 0), key (seed_lo, seed_hi), output c0).
-# Element (b, c, t) of a (B, C, L) activation uses offset (b*C + c)*L + t ("element" mode) or b*C + c
-# ("channel" mode: spatial dropout, one draw per channel and sequence). Kept iff the draw >= p * 2^32;
-# kept values are scaled by 1/(1-p), as nn.Dropout does.
+# Dropout: counter-based Philox, the same bits as the Triton kernels' `tl.randint4x(seed, counter)`
+# (Philox4x32, 10 rounds, counter (counter_lo, counter_hi, 0, 0), key (seed_lo, seed_hi), four
+# 32-bit draws). In a (B, C, L) activation, step t of row r = b*C + c takes draw t % 4 of counter
+# r * ceil(L/4) + t // 4 ("element" mode: one Philox evaluation serves four steps), or draw 0 of
+# counter r for the whole row ("channel" mode: spatial dropout). Kept iff the draw >= p * 2^32; kept
+# values are scaled by 1/(1-p), as nn.Dropout does.
 
 DROPOUT_MODES = ("element", "channel")
 _M32 = 0xFFFFFFFF
@@ -34,10 +35,10 @@ _PHILOX_KEY = (0x9E3779B9, 0xBB67AE85)
 _PHILOX_ROUND = (0xD2511F53, 0xCD9E8D57)
 
 
-def philox_randint(seed, offsets):
-    """The Philox draws (uint32 values in an int64 tensor) of `offsets` (int64) under `seed` (an
+def philox4x32(seed, counters):
+    """The four Philox draws (uint32 values in int64 tensors) of `counters` (int64) under `seed` (an
     int64 scalar tensor or int). Pure PyTorch: 64-bit products wrap, and only their low 64 bits are used."""
-    c0, c1 = offsets & _M32, (offsets >> 32) & _M32
+    c0, c1 = counters & _M32, (counters >> 32) & _M32
     c2 = c3 = torch.zeros_like(c0)
     k0, k1 = seed & _M32, (seed >> 32) & _M32
     for _ in range(10):
@@ -45,7 +46,7 @@ def philox_randint(seed, offsets):
         c0, c2 = ((product_b >> 32) & _M32) ^ c1 ^ k0, ((product_a >> 32) & _M32) ^ c3 ^ k1
         c1, c3 = product_b & _M32, product_a & _M32
         k0, k1 = (k0 + _PHILOX_KEY[0]) & _M32, (k1 + _PHILOX_KEY[1]) & _M32
-    return c0
+    return c0, c1, c2, c3
 
 
 def dropout_threshold(p):
@@ -55,18 +56,23 @@ def dropout_threshold(p):
 
 def dropout_keep_mask(seed, shape, p, mode="element"):
     """The keep mask of a (B, C, L) activation: bool, (B, C, L), or (B, C, 1) in channel mode.
-    On a CPU with the C++ helper built (csrc/philox_dropout.cpp) it makes the same bits ~25x faster."""
+    On a CPU with the C++ helper built (csrc/philox_dropout.cpp) it makes the same bits faster."""
     from .._native import native_ops
 
     B, C, L = shape
-    count = B * C * (L if mode == "element" else 1)
-    threshold = dropout_threshold(p)
-    native = native_ops() if seed.device.type == "cpu" else None
+    rows, threshold = B * C, dropout_threshold(p)
+    # The C++ helper on CPU tensors in eager code; under torch.compile the PyTorch version, which
+    # Inductor fuses into one kernel.
+    native = native_ops() if seed.device.type == "cpu" and not torch.compiler.is_compiling() else None
     if native is not None:
-        keep = native.philox_keep_mask(seed, 0, count, threshold)
+        keep = native.philox_keep_mask(seed, rows, L, threshold, mode == "channel")
+    elif mode == "channel":
+        keep = philox4x32(seed.reshape(()), torch.arange(rows, device=seed.device))[0] >= threshold
     else:
-        keep = philox_randint(seed.reshape(()), torch.arange(count, device=seed.device)) >= threshold
-    return keep.view(B, C, L if mode == "element" else 1)
+        quads = -(-L // 4)
+        counters = torch.arange(rows * quads, device=seed.device)
+        keep = torch.stack(philox4x32(seed.reshape(()), counters), dim=-1).view(rows, quads * 4)[:, :L] >= threshold
+    return keep.reshape(B, C, L if mode == "element" else 1)
 
 
 def dropout_reference(x, seed, p, mode="element"):
@@ -87,14 +93,16 @@ def draw_dropout_seeds(n, device):
 
 def temporal_block_reference(x, w1, b1, w2, b2, wd, bd, dilation, p=0.0, mode="element", seeds=None):
     """The reference TemporalBlock's forward on given weights, left padding instead of pad + chomp,
-    and Philox dropout (applied when `seeds`, two int64 seeds, are given): what the fused block
-    computes. x: (B, C_in, L); w1 (C_out, C_in, K); w2 (C_out, C_out, K); wd (C_out, C_in, 1) or None."""
+    and Philox dropout (applied when `seeds`, two int64 seeds, are given; p one probability or a pair):
+    what the fused block computes. x: (B, C_in, L); w1 (C_out, C_in, K); w2 (C_out, C_out, K);
+    wd (C_out, C_in, 1) or None."""
+    p1, p2 = p if isinstance(p, (tuple, list)) else (p, p)
     out = causal_conv1d_reference(x, w1, b1, dilation, "relu")
     if seeds is not None:
-        out = dropout_reference(out, seeds[0], p, mode)
+        out = dropout_reference(out, seeds[0], p1, mode)
     out = causal_conv1d_reference(out, w2, b2, dilation, "relu")
     if seeds is not None:
-        out = dropout_reference(out, seeds[1], p, mode)
+        out = dropout_reference(out, seeds[1], p2, mode)
     res = x if wd is None else F.conv1d(x, wd, bd)
     return torch.relu(out + res)
 

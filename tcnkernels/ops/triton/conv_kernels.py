@@ -34,17 +34,44 @@ def _first_tap(K, DILATION, reach):
 
 
 @triton.jit
+def _dropout_keep(seed_ptr, SEED_INDEX: tl.constexpr, row, t0, L, BLOCK_T: tl.constexpr, CHANNEL: tl.constexpr,
+                  THRESHOLD: tl.constexpr):
+    """Philox keep mask of a (rows, BLOCK_T) tile starting at step t0 (a multiple of 4): kept where the
+    draw >= THRESHOLD. Element mode: step t of row r (r = b * C + c) takes draw t % 4 of counter
+    r * ceil(L / 4) + t // 4, so one Philox evaluation serves four steps; channel mode: draw 0 of
+    counter r for the whole row. The same bits as tcnkernels.ops.reference.dropout_keep_mask."""
+    seed = tl.load(seed_ptr + SEED_INDEX)
+    if CHANNEL:
+        keep_rows = tl.randint(seed, row) >= THRESHOLD
+        return keep_rows[:, None] & (tl.arange(0, BLOCK_T) >= 0)[None, :]
+    else:
+        counters = row[:, None] * ((L + 3) // 4) + (t0 // 4 + tl.arange(0, BLOCK_T // 4))[None, :]
+        r0, r1, r2, r3 = tl.randint4x(seed, counters)
+        # tl.join adds a minor dimension: join(join(r0, r2), join(r1, r3)) is [.., 4] = r0, r1, r2, r3
+        draws = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (row.shape[0], BLOCK_T))
+        return draws >= THRESHOLD
+
+
+@triton.jit
 def causal_conv1d_kernel(
-    in_ptr, w_ptr, bias_ptr, out_ptr,
-    C_IN, C_OUT, L, K, DILATION, W_ROWS, W_COLS,
+    in_ptr, w_ptr, bias_ptr, out_ptr, branch_ptr, gate_ptr, seed_ptr, res_ptr, wr_ptr, res_bias_ptr,
+    C_IN, C_OUT, L, K, DILATION, W_ROWS, W_COLS, C_RES, WR_COLS,
     s_in_b, s_in_c, s_in_t,
     s_w_out, s_w_in, s_w_k,
     s_bias,
     s_out_b, s_out_c, s_out_t,
+    s_res_b, s_res_c, s_res_t,
+    s_wr_out, s_wr_in, s_res_bias,
     N_CO_BLOCKS, N_T_BLOCKS,
     ANTI_CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     APPLY_RELU: tl.constexpr,
+    DROPOUT: tl.constexpr, DROP_CHANNEL: tl.constexpr, DROP_THRESHOLD: tl.constexpr, DROP_SCALE: tl.constexpr,
+    SEED_INDEX: tl.constexpr,
+    GATE: tl.constexpr, GATE_SCALE: tl.constexpr,
+    STORE_BRANCH: tl.constexpr,
+    RESIDUAL: tl.constexpr,
+    FINAL_RELU: tl.constexpr,
     UPCAST: tl.constexpr,
     ACC_FP64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -54,12 +81,20 @@ def causal_conv1d_kernel(
     BLOCK_CI: tl.constexpr,
     BLOCK_T: tl.constexpr,
 ):
-    """out[b, o, t] = act(bias[o] + sum_{i,k} w[o, i, k] * in[b, i, t -/+ (K-1-k)*DILATION]).
+    """out[b, o, t] = epilogue(sum_{i,k} w[o, i, k] * in[b, i, t -/+ (K-1-k)*DILATION]).
 
-    Forward: in = x, causal taps (t - shift). Input gradient: in = g (dy, ReLU-gated already), w read
-    transposed through its strides, anti-causal taps (t + shift), no bias, no activation.
-    W_ROWS x W_COLS bound the weight tile's loads: C_OUT x C_IN, or wider where the host zero-padded
-    the weight (a K-major copy with 16-element rows), so that its loads need no per-element mask.
+    Forward: in = x, causal taps (t - shift). Input gradient: in = g (dy, gated already), w read
+    transposed through its strides, anti-causal taps (t + shift). The epilogue, in order, each step
+    compiled in only when asked for:
+      + bias; ReLU; dropout (Philox mask of seed_ptr[SEED_INDEX], kept values * DROP_SCALE);
+      * (gate > 0) * GATE_SCALE (a backward's ReLU-and-dropout gate, from a saved output);
+      branch_ptr <- acc (a block's conv2 keeps its pre-residual output for the backward);
+      + residual: RESIDUAL 1 adds res[b, o, t]; 2 adds res_bias[o] + sum_i wr[o, i] res[b, i, t]
+        (the block's 1x1 downsample, or its transpose in the backward, in the same program);
+      final ReLU; out_ptr <- acc.
+    branch, gate and out share out's strides. W_ROWS x W_COLS (WR_COLS for wr) bound the weight
+    loads: C_OUT x C_IN, or wider where the host zero-padded the weight (K-major, 16-element rows),
+    so that those loads need no per-element mask.
     Grid: one program per (output-channel block, time block, batch row), flattened into axis 0 with
     the channel block fastest so neighbouring programs share the same input tile in L2.
     """
@@ -125,21 +160,62 @@ def causal_conv1d_kernel(
     if APPLY_RELU:
         # `where(acc < 0, 0, acc)` rather than maximum: NaN propagates, as with torch.relu.
         acc = tl.where(acc < 0, tl.zeros_like(acc), acc)
-    out_ptrs = (out_ptr + pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN)
-                + offs_co[:, None] * s_out_c + offs_t[None, :] * s_out_t)
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_co[:, None] & (offs_t < L)[None, :])
+    if DROPOUT:
+        keep = _dropout_keep(seed_ptr, SEED_INDEX, pid_b.to(tl.int64) * C_OUT + offs_co, t0, L, BLOCK_T,
+                             DROP_CHANNEL, DROP_THRESHOLD)
+        acc = tl.where(keep, acc * DROP_SCALE, tl.zeros_like(acc))
+    out_offs = pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN) + offs_co[:, None] * s_out_c + offs_t[None, :] * s_out_t
+    mask_out = mask_co[:, None] & (offs_t < L)[None, :]
+    if GATE:
+        gate = tl.load(gate_ptr + out_offs, mask=mask_out, other=0.0)
+        acc = tl.where(gate > 0, acc * GATE_SCALE, tl.zeros_like(acc))
+    if STORE_BRANCH:
+        tl.store(branch_ptr + out_offs, acc.to(branch_ptr.dtype.element_ty), mask=mask_out)
+    if RESIDUAL == 1:
+        acc += tl.load(res_ptr + pid_b.to(tl.int64) * s_res_b + offs_co[:, None] * s_res_c + offs_t[None, :] * s_res_t,
+                       mask=mask_out, other=0.0).to(acc.dtype)
+    if RESIDUAL == 2:
+        acc = _residual_gemm(acc, res_ptr + pid_b.to(tl.int64) * s_res_b, wr_ptr, res_bias_ptr, offs_co, offs_t,
+                             mask_co, C_RES, WR_COLS, L, s_res_c, s_res_t, s_wr_out, s_wr_in, s_res_bias, UPCAST,
+                             INPUT_PRECISION, BLOCK_CI)
+    if FINAL_RELU:
+        acc = tl.where(acc < 0, tl.zeros_like(acc), acc)
+    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
+
+
+@triton.jit
+def _residual_gemm(acc, res_row, wr_ptr, res_bias_ptr, offs_co, offs_t, mask_co, C_RES, WR_COLS, L, s_res_c,
+                   s_res_t, s_wr_out, s_wr_in, s_res_bias, UPCAST: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                   BLOCK_CI: tl.constexpr):
+    """acc + res_bias[o] + sum_i wr[o, i] * res[i, t]: a 1x1 conv of another input, no shift."""
+    if res_bias_ptr is not None:
+        acc += tl.load(res_bias_ptr + offs_co * s_res_bias, mask=mask_co, other=0.0).to(acc.dtype)[:, None]
+    offs_ci = tl.arange(0, BLOCK_CI)
+    mask_t = (offs_t < L)[None, :]
+    for ci0 in range(0, C_RES, BLOCK_CI):
+        tile = tl.load(res_row + (ci0 + offs_ci)[:, None] * s_res_c + offs_t[None, :] * s_res_t,
+                       mask=(ci0 + offs_ci < C_RES)[:, None] & mask_t, other=0.0)
+        w_tile = tl.load(wr_ptr + offs_co[:, None] * s_wr_out + (ci0 + offs_ci)[None, :] * s_wr_in,
+                         mask=mask_co[:, None] & (ci0 + offs_ci < WR_COLS)[None, :], other=0.0)
+        if UPCAST:
+            tile = tile.to(tl.float32)
+            w_tile = w_tile.to(tl.float32)
+        acc = tl.dot(w_tile, tile, acc, input_precision=INPUT_PRECISION)
+    return acc
 
 
 @triton.jit
 def causal_conv1d_weight_grad_kernel(
-    x_ptr, dy_ptr, y_ptr, g_ptr, partial_ptr,
+    x_ptr, dy_ptr, y_ptr, gate2_ptr, g_ptr, ds_ptr, partial_ptr,
     B, C_IN, C_OUT, L, K, DILATION,
     s_x_b, s_x_c, s_x_t,
     s_dy_b, s_dy_c, s_dy_t,
     s_y_b, s_y_c, s_y_t,
     N_CO_BLOCKS, N_CI_BLOCKS, N_T_BLOCKS, N_CHUNKS,
     GATE_BY_RELU: tl.constexpr,
+    GATE2: tl.constexpr, GATE2_SCALE: tl.constexpr,
     WRITE_G: tl.constexpr,
+    WRITE_DS: tl.constexpr,
     UPCAST: tl.constexpr,
     ACC_FP64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -153,9 +229,12 @@ def causal_conv1d_weight_grad_kernel(
 
     partial[c, o*C_IN*K + i*K + k] = sum_{(b, t) in chunk c} g[b, o, t] * x[b, i, t - (K-1-k)*D]
     partial[c, C_OUT*C_IN*K + o]   = sum_{(b, t) in chunk c} g[b, o, t]   (by the shift-0 tap's programs)
-    with g = dy, or dy * (y > 0) after a fused ReLU. With WRITE_G the shift-0 tap's programs of the
-    first input-channel block also store g (B, C_OUT, L), so the input gradient reads the gate once
-    applied. The host sums the partials over c: a fixed order, bitwise identical on every run.
+    with g = dy, or dy * (y > 0) after a fused ReLU (GATE_BY_RELU), times (gate2 > 0) * GATE2_SCALE
+    (GATE2: a block's conv2, whose output went through ReLU and dropout before the residual; gate2 is
+    that saved output, with y's strides). The shift-0 tap's programs of the first input-channel block
+    also store g (WRITE_G) and ds = dy * (y > 0) (WRITE_DS, the residual's gradient), both
+    (B, C_OUT, L) contiguous, so the next kernels read gates once applied. The host sums the partials
+    over c in a fixed order: bitwise identical on every run.
     Grid: (input-channel block, output-channel block, tap, chunk) flattened into axis 0.
     """
     pid = tl.program_id(0)
@@ -211,16 +290,24 @@ def causal_conv1d_weight_grad_kernel(
         if GATE_BY_RELU:
             y = tl.load(y_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
             g = tl.where(y > 0, g, tl.zeros_like(g))
+        if UPCAST:
+            g = g.to(tl.float32)
+        if WRITE_DS:
+            ds = g
+        if GATE2:
+            gate2 = tl.load(gate2_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
+            g = tl.where(gate2 > 0, g * GATE2_SCALE, tl.zeros_like(g))
         mask_x = (offs_tt >= shift - t0) & mask_t
         x_cols = tl.load(x_ptr + b64 * s_x_b + (t0 - shift) * s_x_t + x_offs, mask=mask_x[:, None] & mask_ci[None, :],
                          other=0.0)
-        if is_first:
+        if UPCAST:
+            x_cols = x_cols.to(tl.float32)
+        if is_first:  # stores cast to the buffers' dtype
             if WRITE_G:
                 tl.store(g_ptr + b64 * C_OUT * L + t0 + g_offs, g, mask=mask_g)
+            if WRITE_DS:
+                tl.store(ds_ptr + b64 * C_OUT * L + t0 + g_offs, ds, mask=mask_g)
             acc_bias += tl.sum(g.to(acc_bias.dtype), axis=1)
-        if UPCAST:
-            g = g.to(tl.float32)
-            x_cols = x_cols.to(tl.float32)
         acc = tl.dot(g, x_cols, acc, input_precision=INPUT_PRECISION)
         # next item: time blocks run fastest within a batch row
         tb += 1
@@ -234,41 +321,3 @@ def causal_conv1d_weight_grad_kernel(
              mask=mask_co[:, None] & mask_ci[None, :])
     if is_first:
         tl.store(chunk_row + n_w + offs_co, acc_bias, mask=mask_co)
-
-
-@triton.jit
-def weight_kmajor_kernel(
-    w_ptr, out_ptr,
-    C_OUT, C_IN, K, C_IN_PAD,
-    s_w_out, s_w_in, s_w_k,
-    BLOCK: tl.constexpr,
-):
-    """out[k, o, i] = w[o, i, k] for i < C_IN, 0 for C_IN <= i < C_IN_PAD: the layout the conv kernels
-    read weights in. Rows of 16-element multiples along the reduction channel make a weight tile's
-    loads 16 bytes wide and their masks free (the zero padding multiplies masked-out input rows)."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    i = offs % C_IN_PAD
-    o = (offs // C_IN_PAD) % C_OUT
-    k = offs // (C_IN_PAD * C_OUT)
-    inside = offs < K * C_OUT * C_IN_PAD
-    w = tl.load(w_ptr + o * s_w_out + i * s_w_in + k * s_w_k, mask=inside & (i < C_IN), other=0.0)
-    tl.store(out_ptr + offs, w, mask=inside)
-
-
-@triton.jit
-def weight_grad_finalize_kernel(
-    partial_ptr, dw_ptr, db_ptr,
-    N_CHUNKS, N_W, N_COLS,
-    BLOCK: tl.constexpr,
-):
-    """dw.flat[j] = sum_c partial[c, j] for j < N_W, db[j - N_W] for the rest: the chunks summed in
-    order (bitwise reproducible), cast to the parameters' dtype once."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N_COLS
-    acc = tl.zeros([BLOCK], dtype=partial_ptr.dtype.element_ty)
-    ptrs = partial_ptr + offs
-    for _ in range(N_CHUNKS):
-        acc += tl.load(ptrs, mask=mask, other=0.0)
-        ptrs += N_COLS  # 64-bit pointer arithmetic: no int32 product to overflow
-    tl.store(dw_ptr + offs, acc.to(dw_ptr.dtype.element_ty), mask=offs < N_W)
-    tl.store(db_ptr + (offs - N_W), acc.to(db_ptr.dtype.element_ty), mask=mask & (offs >= N_W))

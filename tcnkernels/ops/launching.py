@@ -1,0 +1,176 @@
+"""What every launcher shares: the device target, tile heuristics, alignment, and the one launch point.
+
+Tiles are chosen from the shape with the static sm_90 profile (benchmarks/sass_profile.py); the
+compile-only tier compiles every configuration these functions can return for sm_80 and sm_90.
+Every kernel launch goes through `launch()`: the static profiler, the host-overhead benchmark and the
+tests swap that one function to record or stub launches. Nothing here reads back from the device.
+"""
+import dataclasses
+import functools
+import math
+
+import torch
+import triton
+
+from .._backend import INTERPRETER
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What the launchers need to know of the device they launch on."""
+    gpu: bool        # compiled kernels on a CUDA GPU (else Triton's interpreter on the CPU)
+    sm_count: int    # streaming multiprocessors: sizes the weight-gradient chunks
+    capability: int  # 90 for sm_90 (H100/H200), 80 for sm_80 (A100); 0 on the CPU
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_target(device_index):
+    props = torch.cuda.get_device_properties(device_index)
+    return Target(gpu=True, sm_count=props.multi_processor_count, capability=10 * props.major + props.minor)
+
+
+def target_of(device):
+    """The Target of a tensor's device (the static profiler swaps this for an H100's or A100's)."""
+    return _cuda_target(device.index or 0) if device.type == "cuda" else Target(gpu=False, sm_count=1, capability=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiles, chosen from the shape with the static sm_90 profile (benchmarks/sass_profile.py). The
+# compile-only tier compiles every configuration these functions can return for sm_80 and sm_90.
+
+@dataclasses.dataclass(frozen=True)
+class Tiles:
+    BLOCK_CO: int  # output channels per program (the GEMM's M)
+    BLOCK_CI: int  # reduction channels per iteration (the GEMM's K)
+    BLOCK_T: int   # time steps per program (forward / input grad) or per item (weight grad)
+    num_warps: int
+    num_stages: int
+
+
+SMALL_CHANNELS = 64  # up to here one program covers every output channel (each x element read once)
+
+
+def channel_block(n, cap):
+    return min(cap, max(16, triton.next_power_of_2(n)))  # tl.dot needs >= 16 on the GPU
+
+
+def stages_for(iterations):
+    """Pipelining depth: a loop of a few iterations spends more in its prologue than it hides."""
+    return 2 if iterations <= 4 else 3
+
+
+def conv_tiles(c_out, c_red, L, K, dtype, residual_gemm=False):
+    """Tiles of the forward / input-gradient kernel: out (B, c_out, L), reduction over c_red * K.
+    `residual_gemm`: the program also runs a block's 1x1 downsample after its epilogue."""
+    if dtype == torch.float64:  # fp64 (gradcheck) stays small: its tiles are 2x fp32's shared memory
+        block_co, block_ci, block_t, warps = channel_block(c_out, 32), channel_block(c_red, 32), 32, 4
+    elif c_out > SMALL_CHANNELS:
+        # Wide layers: 128-row tiles for Hopper's warpgroup MMA, 8 warps; a 128-step tile even at
+        # L = 80 (word-PTB) wastes no more than two 64-step tiles would. With the downsample's GEMM
+        # after a dropout epilogue, 128 x 128 spills (measured 0.4 to 1.4 KB): 64 steps.
+        block_co, block_ci, block_t, warps = 128, 32, 128 if L > 64 and not residual_gemm else 64, 8
+    else:
+        # Short sequences waste less of a short tile; long ones amortise each program's setup.
+        block_co, block_ci = channel_block(c_out, SMALL_CHANNELS), channel_block(c_red, 32)
+        block_t, warps = (32 if L <= 96 else 64 if L <= 2048 else 128), 4
+    return Tiles(block_co, block_ci, block_t, warps, stages_for(triton.cdiv(c_red, block_ci) * K))
+
+
+def dropout_tiles(tiles, residual_gemm):
+    """Tiles for a conv with dropout in its epilogue (Philox randint4x: one draw per 4 outputs).
+    Wide tiles keep their 128 x 128 (measured: no spill at 64 outputs per thread, 176 registers),
+    but 32 steps when the downsample's GEMM follows. Narrow ones keep at most 32 outputs per thread
+    (8 warps rather than 4, then shorter time tiles)."""
+    if tiles.BLOCK_CO > SMALL_CHANNELS:
+        return dataclasses.replace(tiles, BLOCK_T=32) if residual_gemm else tiles
+    warps, block_t = tiles.num_warps, tiles.BLOCK_T
+    if tiles.BLOCK_CO * block_t > 32 * 32 * warps:
+        warps = 8
+    while tiles.BLOCK_CO * block_t > 32 * 32 * warps and block_t > 32:
+        block_t //= 2
+    return dataclasses.replace(tiles, BLOCK_T=block_t, num_warps=warps)
+
+
+def epilogue_tiles(tiles, align):
+    """A wide tile with a block's residual epilogue (residual load, branch store), or on sm_80 with a
+    gate, at ALIGN 1, where every element needs its own 64-bit address: 64 time steps, else ptxas
+    parks 70 to 250 bytes per thread on the stack after the loop (measured at 128 x 128)."""
+    if align == 1 and tiles.BLOCK_CO > SMALL_CHANNELS and tiles.BLOCK_T > 64:
+        return dataclasses.replace(tiles, BLOCK_T=64)
+    return tiles
+
+
+def weight_grad_tiles(c_out, c_in, dtype, align, capability, gated=False):
+    """Tiles of the weight-gradient kernel: an fp32 (BLOCK_CO, BLOCK_CI) accumulator per tap over
+    32-step items, two stages. Wider tiles or longer items spill (measured: up to 3.4 KB per thread
+    at 128 x 64 x 64). 8 warps share a tile where 4 would spill: at ALIGN 1 (every element needs its
+    own address), for tiles wider than tall (32 x 64 spilled inside the loop), and on sm_80, whose
+    ptxas spills 64 x 64 tiles at 4 warps, and at 8 warps unless loads are not staged ahead (measured
+    4 to 20 bytes), or with a block's second gate (`gated`) at ALIGN 1 unless 32 channels wide (32
+    bytes). fp64 (gradcheck) at 8 warps, one stage: at 4 warps and two stages a gated tile spills in
+    the loop."""
+    if dtype == torch.float64:
+        return Tiles(channel_block(c_out, 32), channel_block(c_in, 32), 32, 8, 1)
+    block_co, block_ci = channel_block(c_out, SMALL_CHANNELS), channel_block(c_in, SMALL_CHANNELS)
+    if gated and align == 1 and capability < 90:
+        block_ci = min(block_ci, 32)
+    warps = 4 if align > 1 and capability >= 90 and block_co >= block_ci else 8
+    return Tiles(block_co, block_ci, 32, warps, 1 if capability < 90 and warps == 8 else 2)
+
+
+def ieee_fp32_tiles(tiles, capability, epilogue=False):
+    """IEEE fp32 dots run on FMA units with operands in registers: 8 warps share a tile and loads
+    are not staged ahead (one stage), else they spill (measured: up to 4 KB per thread); on sm_80
+    also at most 32 time steps and 32 reduction channels per tile (else 8 to 80 bytes), and with a
+    block's epilogue (dropout, residual) at most 64 steps (else 16 to 24 bytes after the loop)."""
+    if capability < 90:
+        tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 32), BLOCK_CI=min(tiles.BLOCK_CI, 32))
+    elif epilogue:
+        tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 64))
+    return dataclasses.replace(tiles, num_warps=8, num_stages=1)
+
+
+def dtype_flags(dtype, target, allow_tf32):
+    """Constexprs that depend on the dtype: (UPCAST, ACC_FP64, INPUT_PRECISION).
+
+    16-bit tiles feed the tensor cores as they are (fp32 accumulation), except in the interpreter,
+    where bf16 dots are wrong, so they are converted to fp32 first. fp32 follows cuDNN's TF32 switch
+    (`allow_tf32`, torch.backends.cudnn.allow_tf32) so comparisons with nn.Conv1d are at equal precision.
+    """
+    upcast = dtype == torch.float32 or (INTERPRETER and dtype in (torch.float16, torch.bfloat16))
+    tf32 = dtype == torch.float32 and target.gpu and allow_tf32
+    return upcast, dtype == torch.float64, "tf32" if tf32 else "ieee"
+
+
+def alignment(element_size, *values):
+    """The largest power of two, up to 16 bytes' worth of elements, dividing every value."""
+    g = 0
+    for v in values:
+        g = math.gcd(g, v)
+    vector = 16 // element_size
+    return math.gcd(g, vector) if g else vector
+
+
+def needs_int64(*rows):
+    """Whether some in-row offset (everything past the batch index) reaches 2^31: rows are
+    ((C, L), (stride_c, stride_t)) pairs. Then the kernels use int64 in-row offsets."""
+    return any(sum((n - 1) * s for n, s in zip(sizes, strides)) >= 2**31 for sizes, strides in rows)
+
+
+def launch(kernel, grid, device_of, args, meta):
+    """kernel[grid](*args, **meta), on `device_of`'s CUDA device: Triton launches on the current
+    device, so switch to the tensor's only when it differs (cuda:1 while cuda:0 is current)."""
+    if device_of.is_cuda and device_of.device.index != torch.cuda.current_device():
+        with torch.cuda.device(device_of.device):
+            kernel[grid](*args, **meta)
+    else:
+        kernel[grid](*args, **meta)
+
+
+def shift_unit(K, dilation):
+    """The dilation as the kernels receive it: a 1-tap conv never shifts, so its dilation is moot and
+    passed as 16, a multiple of every ALIGN (the kernels divide by it and claim ALIGN divides it)."""
+    return dilation if K > 1 else 16
+
+
+def ceil_div(a, b):
+    return -(-a // b)
