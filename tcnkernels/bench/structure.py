@@ -5,7 +5,9 @@ Launches: tcnkernels' Triton launches (recorded at the launchers' one launch poi
 compute ops either model dispatches; each compute op stands for one kernel launch, a lower bound for
 the reference (cuDNN's convolution backward alone launches two or three). Views, allocations and
 detaches are not counted. Saved bytes: every tensor autograd packs for the backward (parameters
-excluded, each storage counted once), the bulk of training memory beyond the parameters.
+excluded, each storage counted once), the bulk of training memory beyond the parameters. The
+reference's dropout is counted as it runs on CUDA (`native_dropout`: one fused op, a 1-byte mask),
+not as on a CPU (a float mask and three ops).
 """
 import contextlib
 
@@ -30,6 +32,21 @@ class _OpCounter(TorchDispatchMode):
         if func.overloadpacket.__name__.split(".")[0] not in NOT_A_LAUNCH:
             self.count += 1
         return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def _cuda_dropout():
+    """F.dropout as on CUDA (the reference's nn.Dropout calls it)."""
+    cpu_dropout = torch.nn.functional.dropout
+
+    def dropout(x, p=0.5, training=True, inplace=False):
+        return torch.native_dropout(x, p, training)[0] if training and p > 0 else x
+
+    torch.nn.functional.dropout = dropout
+    try:
+        yield
+    finally:
+        torch.nn.functional.dropout = cpu_dropout
 
 
 @contextlib.contextmanager
@@ -60,7 +77,8 @@ def count_step(model, shape, triton):
         _backend.POISON_OUTPUTS = False  # the tests' NaN fills are not the library's launches
         x = torch.empty(shape.B, shape.c_in, shape.L, device="meta", requires_grad=True)
         counter = _OpCounter()
-        with _backend.use_backend("triton" if triton else "torch"), counter, _saved_bytes(model) as kept:
+        with _backend.use_backend("triton" if triton else "torch"), _cuda_dropout(), counter, \
+                _saved_bytes(model) as kept:
             model(x).square().mean().backward()
     finally:
         launching.launch, _backend.triton_unusable_reason, _backend.POISON_OUTPUTS = saved

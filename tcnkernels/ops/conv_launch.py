@@ -43,8 +43,14 @@ def _conv_plan(in_shape, in_stride, out_stride, res_layout, c_out, K, dilation, 
     if on:
         tiles = dropout_tiles(tiles, residual == 2)
     align = alignment(dtype.itemsize, L, shift_unit(K, dilation), *in_stride[:2], *out_stride[:2])
+    # A block's epilogue accesses (gate, branch, residual) are not shifted: their alignment does not
+    # drop at dilation 1, and claiming it frees the registers per-element addresses would take. Not
+    # for bias/ReLU/dropout alone: the store then costs more instructions (seq-MNIST, copy memory).
+    heavy_epilogue = residual or store_branch or gate_scale is not None
+    align_out = alignment(dtype.itemsize, L, *out_stride[:2], *(res_layout[1:3] if res_layout else ())) \
+        if heavy_epilogue else align
     if residual or store_branch or (gate_scale is not None and target.capability < 90):
-        tiles = epilogue_tiles(tiles, align)
+        tiles = epilogue_tiles(tiles, align_out)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
         tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=on or bool(residual))
     n_co, n_t = triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(L, tiles.BLOCK_T)
@@ -58,7 +64,8 @@ def _conv_plan(in_shape, in_stride, out_stride, res_layout, c_out, K, dilation, 
                 SEED_INDEX=dropout.seed_index if on else 0,
                 GATE=gate_scale is not None, GATE_SCALE=gate_scale or 1.0, STORE_BRANCH=store_branch,
                 RESIDUAL=residual, FINAL_RELU=final_relu,
-                UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align, ROW_INT64=needs_int64(*rows),
+                UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align, ALIGN_OUT=align_out,
+                ROW_INT64=needs_int64(*rows),
                 BLOCK_CO=tiles.BLOCK_CO, BLOCK_CI=tiles.BLOCK_CI, BLOCK_T=tiles.BLOCK_T,
                 num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     return (B * n_co * n_t,), (shift_unit(K, dilation), n_co, n_t), meta
@@ -142,7 +149,7 @@ def _weight_grad_plan(x_shape, x_stride, dy_stride, y_stride, c_out, K, dilation
     align = alignment(dtype.itemsize, L, shift_unit(K, dilation), *x_stride[:2], *dy_stride[:2], *y_stride[:2])
     tiles = weight_grad_tiles(c_out, c_in, dtype, align, target.capability, gated=gate2_scale is not None)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
-        tiles = ieee_fp32_tiles(tiles, target.capability)
+        tiles = ieee_fp32_tiles(tiles, target.capability, align=align)
     n_co, n_ci, n_t = (triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(c_in, tiles.BLOCK_CI),
                        triton.cdiv(L, tiles.BLOCK_T))
     # Chunks of (batch row, time block) items: enough programs for about one resident wave (about

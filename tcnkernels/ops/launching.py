@@ -66,8 +66,10 @@ def conv_tiles(c_out, c_red, L, K, dtype, residual_gemm=False):
     elif c_out > SMALL_CHANNELS:
         # Wide layers: 128-row tiles for Hopper's warpgroup MMA, 8 warps; a 128-step tile even at
         # L = 80 (word-PTB) wastes no more than two 64-step tiles would. With the downsample's GEMM
-        # after a dropout epilogue, 128 x 128 spills (measured 0.4 to 1.4 KB): 64 steps.
-        block_co, block_ci, block_t, warps = 128, 32, 128 if L > 64 and not residual_gemm else 64, 8
+        # after a dropout epilogue, 128 x 128 spills (measured 0.4 to 1.4 KB): 64 steps. 64-row tiles
+        # where they pad the channels less (150 -> 192 rather than 256, Nottingham's width).
+        block_co = 64 if ceil_div(c_out, 64) * 64 < ceil_div(c_out, 128) * 128 else 128
+        block_ci, block_t, warps = 32, 128 if L > 64 and not residual_gemm else 64, 8
     else:
         # Short sequences waste less of a short tile; long ones amortise each program's setup.
         block_co, block_ci = channel_block(c_out, SMALL_CHANNELS), channel_block(c_red, 32)
@@ -102,8 +104,8 @@ def epilogue_tiles(tiles, align):
 def weight_grad_tiles(c_out, c_in, dtype, align, capability, gated=False):
     """Tiles of the weight-gradient kernel: an fp32 (BLOCK_CO, BLOCK_CI) accumulator per tap over
     32-step items, two stages. Wider tiles or longer items spill (measured: up to 3.4 KB per thread
-    at 128 x 64 x 64). 8 warps share a tile where 4 would spill: at ALIGN 1 (every element needs its
-    own address), for tiles wider than tall (32 x 64 spilled inside the loop), and on sm_80, whose
+    at 128 x 64 x 64). 8 warps share a tile where 4 would spill: at ALIGN 1 or 2 (every element or
+    pair needs its own address; 8 to 32 bytes at ALIGN 2), for tiles wider than tall (32 x 64 spilled inside the loop), and on sm_80, whose
     ptxas spills 64 x 64 tiles at 4 warps, and at 8 warps unless loads are not staged ahead (measured
     4 to 20 bytes), or with a block's second gate (`gated`) at ALIGN 1 unless 32 channels wide (32
     bytes). fp64 (gradcheck) at 8 warps, one stage: at 4 warps and two stages a gated tile spills in
@@ -113,15 +115,18 @@ def weight_grad_tiles(c_out, c_in, dtype, align, capability, gated=False):
     block_co, block_ci = channel_block(c_out, SMALL_CHANNELS), channel_block(c_in, SMALL_CHANNELS)
     if gated and align == 1 and capability < 90:
         block_ci = min(block_ci, 32)
-    warps = 4 if align > 1 and capability >= 90 and block_co >= block_ci else 8
+    warps = 4 if align > 2 and capability >= 90 and block_co >= block_ci else 8
     return Tiles(block_co, block_ci, 32, warps, 1 if capability < 90 and warps == 8 else 2)
 
 
-def ieee_fp32_tiles(tiles, capability, epilogue=False):
+def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16):
     """IEEE fp32 dots run on FMA units with operands in registers: 8 warps share a tile and loads
     are not staged ahead (one stage), else they spill (measured: up to 4 KB per thread); on sm_80
     also at most 32 time steps and 32 reduction channels per tile (else 8 to 80 bytes), and with a
-    block's epilogue (dropout, residual) at most 64 steps (else 16 to 24 bytes after the loop)."""
+    block's epilogue (dropout, residual) at most 64 steps (else 16 to 24 bytes after the loop); at
+    ALIGN 1 at most 32 input channels (the weight gradient's 64 x 64 tile: 4 bytes)."""
+    if align == 1:
+        tiles = dataclasses.replace(tiles, BLOCK_CI=min(tiles.BLOCK_CI, 32))
     if capability < 90:
         tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 32), BLOCK_CI=min(tiles.BLOCK_CI, 32))
     elif epilogue:

@@ -9,7 +9,9 @@ Notation shared by every kernel:
               host picks it when one row of a tensor spans 2^31 elements or more).
   ALIGN       the host guarantees L, D and the channel and batch strides are multiples of ALIGN
               elements; `_aligned` tells Triton's alignment analysis so, which is what lets masked,
-              shifted time tiles load 16 bytes at a time.
+              shifted time tiles load 16 bytes at a time. ALIGN_OUT: the same claim for the
+              unshifted epilogue accesses (L, out's strides, the residual's), which stay aligned at
+              dilation 1 where ALIGN drops to 1.
   prefixes    offs_* index vectors, mask_* their masks, *_row / *_ptrs pointers, s_<tensor>_<dim> strides.
 """
 import triton
@@ -76,6 +78,7 @@ def causal_conv1d_kernel(
     ACC_FP64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     ALIGN: tl.constexpr,
+    ALIGN_OUT: tl.constexpr,
     ROW_INT64: tl.constexpr,
     BLOCK_CO: tl.constexpr,
     BLOCK_CI: tl.constexpr,
@@ -102,10 +105,11 @@ def causal_conv1d_kernel(
     pid_co = pid % N_CO_BLOCKS
     pid_t = (pid // N_CO_BLOCKS) % N_T_BLOCKS
     pid_b = pid // (N_CO_BLOCKS * N_T_BLOCKS)
+    L_out = _aligned(L, ALIGN_OUT)  # the epilogue's bound: out, gate, branch and res are not shifted
     L = _aligned(L, ALIGN)
     DILATION = _aligned(DILATION, ALIGN)
     s_in_c = _aligned(s_in_c, ALIGN)
-    s_out_c = _aligned(s_out_c, ALIGN)
+    s_out_c = _aligned(s_out_c, ALIGN_OUT)
 
     t0 = pid_t * BLOCK_T
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -164,20 +168,21 @@ def causal_conv1d_kernel(
         keep = _dropout_keep(seed_ptr, SEED_INDEX, pid_b.to(tl.int64) * C_OUT + offs_co, t0, L, BLOCK_T,
                              DROP_CHANNEL, DROP_THRESHOLD)
         acc = tl.where(keep, acc * DROP_SCALE, tl.zeros_like(acc))
-    out_offs = pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN) + offs_co[:, None] * s_out_c + offs_t[None, :] * s_out_t
-    mask_out = mask_co[:, None] & (offs_t < L)[None, :]
+    out_offs = pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN_OUT) + offs_co[:, None] * s_out_c + offs_t[None, :] * s_out_t
+    mask_out = mask_co[:, None] & (offs_t < L_out)[None, :]
     if GATE:
         gate = tl.load(gate_ptr + out_offs, mask=mask_out, other=0.0)
         acc = tl.where(gate > 0, acc * GATE_SCALE, tl.zeros_like(acc))
     if STORE_BRANCH:
         tl.store(branch_ptr + out_offs, acc.to(branch_ptr.dtype.element_ty), mask=mask_out)
     if RESIDUAL == 1:
-        acc += tl.load(res_ptr + pid_b.to(tl.int64) * s_res_b + offs_co[:, None] * s_res_c + offs_t[None, :] * s_res_t,
-                       mask=mask_out, other=0.0).to(acc.dtype)
+        res_offs = (pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT) + offs_co[:, None] * _aligned(s_res_c, ALIGN_OUT)
+                    + offs_t[None, :] * s_res_t)
+        acc += tl.load(res_ptr + res_offs, mask=mask_out, other=0.0).to(acc.dtype)
     if RESIDUAL == 2:
-        acc = _residual_gemm(acc, res_ptr + pid_b.to(tl.int64) * s_res_b, wr_ptr, res_bias_ptr, offs_co, offs_t,
-                             mask_co, C_RES, WR_COLS, L, s_res_c, s_res_t, s_wr_out, s_wr_in, s_res_bias, UPCAST,
-                             INPUT_PRECISION, BLOCK_CI)
+        acc = _residual_gemm(acc, res_ptr + pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT), wr_ptr, res_bias_ptr,
+                             offs_co, offs_t, mask_co, C_RES, WR_COLS, L_out, _aligned(s_res_c, ALIGN_OUT), s_res_t,
+                             s_wr_out, s_wr_in, s_res_bias, UPCAST, INPUT_PRECISION, BLOCK_CI)
     if FINAL_RELU:
         acc = tl.where(acc < 0, tl.zeros_like(acc), acc)
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
