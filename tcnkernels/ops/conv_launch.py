@@ -52,7 +52,7 @@ def _conv_plan(in_shape, in_stride, out_stride, res_layout, c_out, K, dilation, 
     if residual or store_branch or (gate_scale is not None and target.capability < 90):
         tiles = epilogue_tiles(tiles, align_out)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
-        tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=on or bool(residual))
+        tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=on, align=align)
     n_co, n_t = triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(L, tiles.BLOCK_T)
     rows = [(in_shape[1:], in_stride[1:]), ((c_out, L), out_stride[1:])]
     if res_layout is not None:  # (channels, stride_b, stride_c, stride_t) of the residual input
@@ -149,7 +149,7 @@ def _weight_grad_plan(x_shape, x_stride, dy_stride, y_stride, c_out, K, dilation
     align = alignment(dtype.itemsize, L, shift_unit(K, dilation), *x_stride[:2], *dy_stride[:2], *y_stride[:2])
     tiles = weight_grad_tiles(c_out, c_in, dtype, align, target.capability, gated=gate2_scale is not None)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
-        tiles = ieee_fp32_tiles(tiles, target.capability, align=align)
+        tiles = ieee_fp32_tiles(tiles, target.capability, align=align, weight_grad=True)
     n_co, n_ci, n_t = (triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(c_in, tiles.BLOCK_CI),
                        triton.cdiv(L, tiles.BLOCK_T))
     # Chunks of (batch row, time block) items: enough programs for about one resident wave (about

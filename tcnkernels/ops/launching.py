@@ -119,8 +119,8 @@ def weight_grad_tiles(c_out, c_in, dtype, align, capability, gated=False):
     return Tiles(block_co, block_ci, 32, warps, 1 if capability < 90 and warps == 8 else 2)
 
 
-def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16):
-    """IEEE fp32 dots run on FMA units with operands in registers: 8 warps share a tile and loads
+def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=False):
+    """IEEE fp32 dots run on FMA units with operands in registers: 8 warps share a large tile and loads
     are not staged ahead (one stage), else they spill (measured: up to 4 KB per thread); on sm_80
     also at most 32 time steps and 32 reduction channels per tile (else 8 to 80 bytes), and with a
     block's epilogue (dropout, residual) at most 64 steps (else 16 to 24 bytes after the loop); at
@@ -131,7 +131,11 @@ def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16):
         tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 32), BLOCK_CI=min(tiles.BLOCK_CI, 32))
     elif epilogue:
         tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 64))
-    return dataclasses.replace(tiles, num_warps=8, num_stages=1)
+    # a tile of at most 8 outputs per thread at 8 warps keeps 4 where loads are aligned (at 8, ptxas
+    # held 48 registers and spilled 4 bytes for a block's 32 x 64 conv2; at ALIGN 1, 4 warps spill)
+    # (not the weight gradient: its accumulator is BLOCK_CO x BLOCK_CI, and 4 warps spill kilobytes)
+    warps = 4 if tiles.BLOCK_CO * tiles.BLOCK_T <= 32 * 64 and align > 1 and not weight_grad else 8
+    return dataclasses.replace(tiles, num_warps=warps, num_stages=1)
 
 
 def dtype_flags(dtype, target, allow_tf32):
