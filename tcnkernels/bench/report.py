@@ -117,6 +117,8 @@ def render_markdown(report):
                   "", "| call | us per call | goal |", "|---|---|---|"]
         lines += [f"| {r['name']} | {r['us']:.1f} | {r.get('goal_us') or ''} |" for r in host]
     lines += structure_table(report.get("structure"))
+    lines += ["", "The static profile of the GPU binaries (instructions per output, registers, spills, of the plain "
+              "and the fused block kernels) is its own report: `python benchmarks/sass_profile.py`."]
     lines += ["", "## Goals (for H100/H200-class GPUs)", "", "| goal | status | detail |", "|---|---|---|"]
     lines += [f"| {name} | {status} | {detail} |" for name, status, detail in goals(report)]
     return "\n".join(lines) + "\n"
