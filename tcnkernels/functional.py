@@ -7,7 +7,7 @@ import torch
 
 from ._backend import TRITON_IMPORT_ERROR, select_backend
 from .ops.reference import (ACTIVATIONS, DROPOUT_MODES, causal_conv1d_reference, draw_dropout_seeds,
-                            dropout_reference)
+                            temporal_block_reference)
 
 if TRITON_IMPORT_ERROR is None:  # without triton only the torch backend exists
     from .ops.conv import CausalConv1dFunction, causal_conv1d_op
@@ -185,17 +185,6 @@ def temporal_block(x, v1, g1, b1, v2, g2, b2, wd=None, bd=None, dilation=1, drop
     b1, b2, wd, bd = cast[3], cast[6], cast[7], cast[8]
     w1 = (v1 if g1 is None else torch._weight_norm(v1, g1, 0)).to(x.dtype)
     w2 = (v2 if g2 is None else torch._weight_norm(v2, g2, 0)).to(x.dtype)
-    return _block_composed(x, w1, b1, w2, b2, wd, bd, dilation, p1, p2, dropout_mode, seeds if drop else None,
-                           conv=causal_conv1d_reference if backend == "torch" else causal_conv1d)
-
-
-def _block_composed(x, w1, b1, w2, b2, wd, bd, dilation, p1, p2, mode, seeds, conv):
-    """The block from separate ops (`conv` is the reference or the fused conv)."""
-    out = conv(x, w1, b1, dilation, "relu")
-    if seeds is not None:
-        out = dropout_reference(out, seeds[0], p1, mode)
-    out = conv(out, w2, b2, dilation, "relu")
-    if seeds is not None:
-        out = dropout_reference(out, seeds[1], p2, mode)
-    res = x if wd is None else conv(x, wd, bd, 1, None)
-    return torch.relu(out + res)
+    return temporal_block_reference(x, w1, b1, w2, b2, wd, bd, dilation, (p1, p2), dropout_mode,
+                                    seeds if drop else None,
+                                    conv=causal_conv1d_reference if backend == "torch" else causal_conv1d)

@@ -91,19 +91,21 @@ def draw_dropout_seeds(n, device):
     return torch.randint(0, 2**62, (n,), device=device, dtype=torch.int64)
 
 
-def temporal_block_reference(x, w1, b1, w2, b2, wd, bd, dilation, p=0.0, mode="element", seeds=None):
+def temporal_block_reference(x, w1, b1, w2, b2, wd, bd, dilation, p=0.0, mode="element", seeds=None,
+                             conv=causal_conv1d_reference):
     """The reference TemporalBlock's forward on given weights, left padding instead of pad + chomp,
     and Philox dropout (applied when `seeds`, two int64 seeds, are given; p one probability or a pair):
     what the fused block computes. x: (B, C_in, L); w1 (C_out, C_in, K); w2 (C_out, C_out, K);
-    wd (C_out, C_in, 1) or None."""
+    wd (C_out, C_in, 1) or None. `conv`: the causal conv the block is built from (this reference's,
+    or the fused op, which torch.compile traces)."""
     p1, p2 = p if isinstance(p, (tuple, list)) else (p, p)
-    out = causal_conv1d_reference(x, w1, b1, dilation, "relu")
+    out = conv(x, w1, b1, dilation, "relu")
     if seeds is not None:
         out = dropout_reference(out, seeds[0], p1, mode)
-    out = causal_conv1d_reference(out, w2, b2, dilation, "relu")
+    out = conv(out, w2, b2, dilation, "relu")
     if seeds is not None:
         out = dropout_reference(out, seeds[1], p2, mode)
-    res = x if wd is None else F.conv1d(x, wd, bd)
+    res = x if wd is None else conv(x, wd, bd, 1, None)
     return torch.relu(out + res)
 
 
