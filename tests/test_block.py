@@ -1,5 +1,5 @@
-"""Interpreter tier: the fused TemporalBlock (weight kernel, two conv kernels, five or six backward
-launches) against the PyTorch reference of the block, outputs and every gradient, g and v included."""
+"""Interpreter tier: the fused TemporalBlock (weight kernel, two conv kernels, five backward launches,
+six with conv2's output recomputed) against the PyTorch reference of the block, outputs and every gradient, g and v included."""
 import pytest
 import torch
 
@@ -41,16 +41,16 @@ def reference(inputs, dilation, dtype, p=0.0, seeds=None):
     return y, leaves
 
 
-def fused(inputs, dilation, p=0.0, seeds=None, mode="element"):
+def fused(inputs, dilation, p=0.0, seeds=None, mode="element", recompute=True):
     with tcnkernels.use_backend("triton"):
         return tcnkernels.functional.temporal_block(*inputs, dilation=dilation, dropout=(p, p), dropout_mode=mode,
-                                                    training=seeds is not None, seeds=seeds)
+                                                    training=seeds is not None, seeds=seeds, recompute=recompute)
 
 
-def check_block(case, dtype, device, p=0.0, seeds=None):
+def check_block(case, dtype, device, p=0.0, seeds=None, recompute=True):
     inputs = make_block_inputs(case, dtype, device)
     dilation = case[5]
-    y = fused(inputs, dilation, p, seeds)
+    y = fused(inputs, dilation, p, seeds, recompute=recompute)
     y64, leaves64 = reference(inputs, dilation, torch.float64, p, seeds)
     y_same, leaves_same = reference(inputs, dilation, dtype, p, seeds)
     assert_close_to_reference("y", y.detach(), y64.detach(), y_same.detach())
@@ -78,6 +78,14 @@ def test_low_precision_block_matches_reference(case, dtype, device):
 @pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[6]], ids=[IDS[1], IDS[3], IDS[6]])
 def test_block_with_dropout_matches_reference_on_the_same_seeds(case, device):
     check_block(case, torch.float32, device, p=0.3, seeds=torch.tensor([5, 6], device=device))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=[IDS[1], IDS[3]])
+def test_block_keeping_conv2_output_matches_reference(case, p, device):
+    """recompute=False: conv2's output saved in the forward rather than recomputed in the backward."""
+    check_block(case, torch.float32, device, p=p, seeds=torch.tensor([5, 6], device=device) if p else None,
+                recompute=False)
 
 
 @pytest.mark.parametrize("mode", ["element", "channel"])
@@ -154,6 +162,7 @@ BAD = [
     ("mode", dict(dropout_mode="time"), ValueError, "dropout_mode must be one of"),
     ("seeds", dict(seeds=torch.tensor([1.0, 2.0])), ValueError, "seeds must be an int64 tensor"),
     ("x-dtype", dict(x=torch.randn(2, 3, 10, dtype=torch.float64)), TypeError, "has dtype"),
+    ("recompute", dict(recompute="yes"), TypeError, "recompute must be a bool"),
 ]
 
 

@@ -87,7 +87,7 @@ def test_structure_counts_launches_and_saved_activations():
         assert 0 < ours["launches"] < ref["launches"] / 2, (config, ours, ref)
         # at most the zero-padded K-major weights more (noticeable only at this tiny batch and length)
         assert 0 < ours["saved_bytes"] <= ref["saved_bytes"] * 1.25, (config, ours, ref)
-    seq = by["seq-mnist", "tcnkernels"]  # 8 blocks at 25 channels, out1, out2 and y kept per block
-    assert 8 * 3 * 8 * 25 * 256 * 4 <= seq["saved_bytes"] <= 0.7 * by["seq-mnist", "reference"]["saved_bytes"]
+    seq = by["seq-mnist", "tcnkernels"]  # 8 blocks at 25 channels: x and out1 kept per block (and the last y)
+    assert 8 * 2 * 8 * 25 * 256 * 4 <= seq["saved_bytes"] <= 0.5 * by["seq-mnist", "reference"]["saved_bytes"]
     table = "\n".join(report.structure_table(rows))
     assert "| seq-mnist |" in table and "saved ratio" in table

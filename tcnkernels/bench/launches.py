@@ -151,14 +151,15 @@ def conv_launches(c_in, c_out, L, K, dilation, precision, arch, batch=2):
 BLOCK_SWEEP_CHANNELS = (17, 65)  # a one-block and a wide tile; the conv sweep covers the rest of the tiles
 
 
-def block_launches(c_in, c_out, L, K, dilation, precision, arch, dropout, training):
+def block_launches(c_in, c_out, L, K, dilation, precision, arch, dropout, training, recompute=True):
     """The launches of one TemporalBlock forward (+ backward when training) on meta tensors."""
     from .._backend import use_backend
     from ..nn import TemporalBlock
     dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
     with recorded_launches(arch, tf32) as launches, use_backend("triton"):
         with torch.device("meta"):
-            block = TemporalBlock(c_in, c_out, K, 1, dilation, (K - 1) * dilation, dropout).to(dtype).train(training)
+            block = TemporalBlock(c_in, c_out, K, 1, dilation, (K - 1) * dilation, dropout,
+                                  recompute=recompute).to(dtype).train(training)
         x = torch.empty(2, c_in, L, device="meta", dtype=dtype, requires_grad=training)
         y = block(x)
         if training:
@@ -170,7 +171,7 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
     """One launch per configuration the launchers can choose (kernel, dtypes, every constexpr and
     launch option), over a sweep of shapes that crosses every breakpoint of the tile heuristics (single
     convs) and every epilogue and gate the fused block uses (blocks with and without a downsample,
-    dropout, training and inference). Each is compiled with the runtime specialisation of the first
+    dropout, training and inference, conv2's output recomputed or kept). Each is compiled with the runtime specialisation of the first
     shape that chose it."""
     distinct = {}
 
@@ -190,6 +191,8 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
             for c_out in BLOCK_SWEEP_CHANNELS:
                 for L in SWEEP_LENGTHS[1:3]:
                     for dilation in SWEEP_DILATIONS:
-                        for dropout, training in ((0.2, True), (0.0, True), (0.2, False)):
-                            add(block_launches(c_in, c_out, L, 3, dilation, precision, arch, dropout, training))
+                        for dropout, training, recompute in ((0.2, True, True), (0.0, True, True), (0.2, False, True),
+                                                             (0.2, True, False), (0.0, True, False)):
+                            add(block_launches(c_in, c_out, L, 3, dilation, precision, arch, dropout, training,
+                                               recompute))
     return list(distinct.values())

@@ -66,7 +66,7 @@ def work_model(launch):
     if name == "causal_conv1d_weight_grad_kernel":
         items = _cdiv(a["B"] * a["N_T_BLOCKS"], a["N_CHUNKS"])  # the shift-0 tap: every item
         gates = [n for n, on in (("relu-gate", a["GATE_BY_RELU"]), ("gate2", a["GATE2"]), ("g", a["WRITE_G"]),
-                                 ("ds", a["WRITE_DS"])) if on]
+                                 ("ds", a["WRITE_DS"]), ("res-tap", a["RES_TAP"])) if on]
         return dict(role="weight-grad", layer=(a["C_IN"], a["C_OUT"], a["K"], a["DILATION"]),
                     trips=items, per_cta=items * a["BLOCK_T"] * a["BLOCK_CO"], epilogue="+".join(gates))
     if name == "weight_prep_kernel":

@@ -7,13 +7,16 @@ with bias, ReLU and dropout in its epilogue, conv2 with bias, ReLU, dropout, the
 or the 1x1 downsample computed in the same program) and the final ReLU in its epilogue. Dropout masks
 are Philox draws from two seeds (tcnkernels.ops.reference.dropout_keep_mask has the same bits).
 
-Backward, 5 launches (6 with a downsample), nothing stored but the conv outputs (out1, out2, y):
-since out = relu(a) * keep * s, the gate of a ReLU followed by dropout is (out > 0) * s, so no mask
-is kept or redrawn.
+Backward, 5 launches, nothing stored but the conv outputs (out1, out2, y): since out = relu(a) *
+keep * s, the gate of a ReLU followed by dropout is (out > 0) * s, so no mask is kept or redrawn.
+With `recompute` (the default) out2 is not stored either: the backward first runs conv2's forward
+again (bias, ReLU, dropout from the same seed), 6 launches for a third less activation memory (x
+and out1 are what the weight gradients read; y is the next block's input, kept anyway).
+  0. (recompute) out2 = D2(relu(conv2(out1) + b2));
   1. conv2's weight-gradient partials from dy * (y > 0) * (out2 > 0) * s2, which it also writes
      (da2), with ds = dy * (y > 0) (the residual's gradient);
   2. conv2's input gradient with conv1's gate in its epilogue: da1;
-  3. conv1's weight-gradient partials from da1 (and 3b: the downsample's, from ds);
+  3. conv1's weight-gradient partials from da1, and the downsample's from ds as one more tap;
   4. conv1's input gradient plus the residual's (ds, or wd^T ds in the same program): dx;
   5. one finalize for every conv: partials summed in order, weight-norm backward.
 """
@@ -51,14 +54,15 @@ def block_forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mo
 
 
 class TemporalBlockFunction(torch.autograd.Function):
-    """forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode, training) -> y.
+    """forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode, training, recompute) -> y.
     g1/g2 None: v1/v2 are the weights themselves; wd/bd None: identity residual; seeds: two int64
-    dropout seeds (None without dropout)."""
+    dropout seeds (None without dropout); recompute: conv2's output recomputed in the backward
+    rather than saved."""
 
     @staticmethod
-    def forward(ctx, x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode, training):
+    def forward(ctx, x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode, training, recompute):
         y, out1, out2, prepared = block_forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode,
-                                                training, keep_branch=True)
+                                                training, keep_branch=not recompute)
         (w1, c1), (w2, c2) = prepared[:2]
         wdp, cd = prepared[2] if wd is not None else (None, 0)
         ctx.save_for_backward(out1, out2, y, w1, w2, wdp, x, v1, g1, b1, v2, g2, b2, wd, bd, seeds)
@@ -73,23 +77,26 @@ class TemporalBlockFunction(torch.autograd.Function):
             return _differentiable_backward(ctx, dy)
         K = v1.shape[2]
         drop1, drop2 = _dropouts(training, p1, p2, mode)
+        if out2 is None:  # recompute: conv2's output as the forward made it (same weights, same seeds)
+            out2 = conv_forward(out1, w2, c2, b2, dilation, True, drop2, seeds)
         needs_dx = ctx.needs_input_grad[0]
-        partial2, chunks2, da2, ds = weight_grad_partials(dy, out1, y, K, dilation, gate2=out2,
-                                                          gate2_scale=_gate_scale(drop2), write_g=True,
-                                                          write_ds=needs_dx or wd is not None)
+        partial2, chunks2, da2, ds, _ = weight_grad_partials(dy, out1, y, K, dilation, gate2=out2,
+                                                             gate2_scale=_gate_scale(drop2), write_g=True,
+                                                             write_ds=needs_dx or wd is not None)
         da1 = conv_input_grad(da2, w2, c2, dilation, gate=out1, gate_scale=_gate_scale(drop1))
-        partial1, chunks1, _, _ = weight_grad_partials(da1, x, None, K, dilation)
+        # conv1's weight gradient, and the downsample's in the same launch (both read x)
+        partial1, chunks1, _, _, partial_d = weight_grad_partials(da1, x, None, K, dilation,
+                                                                  res_dy=ds if wd is not None else None)
         segments = [(partial1, chunks1, v1, g1), (partial2, chunks2, v2, g2)]
         if wd is not None:
-            partial_d, chunks_d, _, _ = weight_grad_partials(ds, x, None, 1, 1)
-            segments.append((partial_d, chunks_d, wd, None))
+            segments.append((partial_d, chunks1, wd, None))
         dx = conv_input_grad(da1, w1, c1, dilation, res=ds, res_weight=(wdp, cd) if wd is not None else None) \
             if needs_dx else None
         grads = finalize_weight_grads(segments)
         (dv1, dg1, db1), (dv2, dg2, db2) = grads[:2]
         dwd, _, dbd = grads[2] if wd is not None else (None, None, None)
         return (dx, dv1, dg1, db1 if b1 is not None else None, dv2, dg2, db2 if b2 is not None else None, dwd, dbd,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 def _differentiable_backward(ctx, dy):
@@ -104,7 +111,7 @@ def _differentiable_backward(ctx, dy):
                                  bd, dilation, (p1, p2), mode, seeds if training else None)
     wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i] and t is not None]
     grads = torch.autograd.grad(y, [inputs[i] for i in wanted], dy, create_graph=True, allow_unused=True)
-    out = [None] * 15
+    out = [None] * 16
     for i, g in zip(wanted, grads):
         out[i] = g
     return tuple(out)

@@ -6,8 +6,8 @@ TCNs are host-bound on a GPU, so everything that depends only on shapes, strides
 device is computed once per distinct key (the `_plan` caches): a repeated call is a dict lookup,
 the output allocations and the launch.
 """
-import dataclasses
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
@@ -21,9 +21,9 @@ from .triton.conv_kernels import causal_conv1d_kernel, causal_conv1d_weight_grad
 from .weight_launch import finalize_weight_grads
 
 
-@dataclasses.dataclass(frozen=True)
-class Dropout:
-    """Dropout in a conv's epilogue: probability, "element" or "channel", which of the seeds."""
+class Dropout(NamedTuple):
+    """Dropout in a conv's epilogue: probability, "element" or "channel", which of the seeds. A tuple:
+    it is part of the launch plans' cache key, and a tuple hashes in C (a dataclass in Python)."""
     p: float
     mode: str
     seed_index: int
@@ -142,7 +142,7 @@ def _transposed(res_weight, transpose):
 
 @functools.lru_cache(maxsize=4096)
 def _weight_grad_plan(x_shape, x_stride, dy_stride, y_stride, c_out, K, dilation, dtype, device, gate, gate2_scale,
-                      write_g, write_ds, tf32):
+                      write_g, write_ds, res_tap, tf32):
     B, c_in, L = x_shape
     target = launching.target_of(device)
     upcast, acc_fp64, precision = dtype_flags(dtype, target, tf32)
@@ -157,45 +157,53 @@ def _weight_grad_plan(x_shape, x_stride, dy_stride, y_stride, c_out, K, dilation
     # than one, so the chunked sum is exercised). The count depends only on shapes and the device:
     # the partials and their summation order never change, so gradients are bitwise reproducible.
     resident = target.sm_count * (16 // tiles.num_warps) if target.gpu else 4
-    n_chunks = max(1, min(B * n_t, resident // (n_co * n_ci * K)))
+    taps = K + 1 if res_tap else K
+    n_chunks = max(1, min(B * n_t, resident // (n_co * n_ci * taps)))
     meta = dict(GATE_BY_RELU=gate, GATE2=gate2_scale is not None, GATE2_SCALE=gate2_scale or 1.0, WRITE_G=write_g,
-                WRITE_DS=write_ds, UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align,
+                WRITE_DS=write_ds, RES_TAP=res_tap, UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align,
                 ROW_INT64=needs_int64(((c_in, L), x_stride[1:]), ((c_out, L), dy_stride[1:]),
                                       ((c_out, L), y_stride[1:]), ((c_out, L), (L, 1))),
                 BLOCK_CO=tiles.BLOCK_CO, BLOCK_CI=tiles.BLOCK_CI, BLOCK_T=tiles.BLOCK_T,
                 num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-    return (n_chunks * n_co * n_ci * K,), (shift_unit(K, dilation), n_co, n_ci, n_t, n_chunks), meta
+    return (n_chunks * n_co * n_ci * taps,), (shift_unit(K, dilation), n_co, n_ci, n_t, n_chunks), meta
 
 
 def weight_grad_partials(dy, x, y, kernel_size, dilation, gate2=None, gate2_scale=1.0, write_g=False,
-                         write_ds=False):
-    """(partial, n_chunks, g, ds): per-chunk fp32 partial sums of dw and db (for finalize_weight_grads)
-    of the conv whose input is x, for the gradient g = dy * (y > 0) [y: the saved output of a fused
-    ReLU, or None] * (gate2 > 0) * gate2_scale [gate2: a block's saved pre-residual output, or None];
-    with write_g the kernel also stores g, with write_ds dy * (y > 0) (else None)."""
+                         write_ds=False, res_dy=None):
+    """(partial, n_chunks, g, ds, res_partial): per-chunk fp32 partial sums of dw and db (for
+    finalize_weight_grads) of the conv whose input is x, for the gradient g = dy * (y > 0) [y: the
+    saved output of a fused ReLU, or None] * (gate2 > 0) * gate2_scale [gate2: a block's saved
+    pre-residual output, or None]; with write_g the kernel also stores g, with write_ds dy * (y > 0)
+    (else None). With res_dy (a block's residual gradient, dy's shape and strides), the same launch
+    also gives the partials of the 1x1 downsample that reads the same x (else res_partial is None)."""
     B, c_in, L = x.shape
     c_out = dy.shape[1]
+    res_tap = res_dy is not None
+    if res_tap and (res_dy.shape != dy.shape or res_dy.stride() != dy.stride() or y is not None or gate2 is not None
+                    or write_g or write_ds):
+        raise ValueError("res_dy needs dy's shape and strides and a conv without gates or stores")
     g = new_output(dy, (B, c_out, L)) if write_g else None
     ds = new_output(dy, (B, c_out, L)) if write_ds else None
     gate = dy if y is None else y
     xs, dys, gs = x.stride(), dy.stride(), gate.stride()
     grid, counts, meta = _weight_grad_plan(
         (B, c_in, L), xs, dys, gs, c_out, kernel_size, dilation, x.dtype, x.device, y is not None,
-        None if gate2 is None else gate2_scale, bool(write_g), bool(write_ds), torch.backends.cudnn.allow_tf32)
+        None if gate2 is None else gate2_scale, bool(write_g), bool(write_ds), res_tap, torch.backends.cudnn.allow_tf32)
     n_chunks = counts[-1]
-    partial = new_output(x, (n_chunks, c_out * (c_in * kernel_size + 1)),
-                         dtype=torch.float64 if meta["ACC_FP64"] else torch.float32)
+    acc_dtype = torch.float64 if meta["ACC_FP64"] else torch.float32
+    partial = new_output(x, (n_chunks, c_out * (c_in * kernel_size + 1)), dtype=acc_dtype)
+    res_partial = new_output(x, (n_chunks, c_out * (c_in + 1)), dtype=acc_dtype) if res_tap else None
     if B * L == 0:
-        return partial.zero_(), n_chunks, g, ds
+        return partial.zero_(), n_chunks, g, ds, None if res_partial is None else res_partial.zero_()
     launching.launch(causal_conv1d_weight_grad_kernel, grid, x, (
-        x, dy, gate, gate2, g, ds, partial, B, c_in, c_out, L, kernel_size, counts[0], *xs, *dys, *gs, *counts[1:]),
-        meta)
-    return partial, n_chunks, g, ds
+        x, dy, gate, gate2, g, ds, partial, res_dy, res_partial, B, c_in, c_out, L, kernel_size, counts[0], *xs, *dys,
+        *gs, *counts[1:]), meta)
+    return partial, n_chunks, g, ds, res_partial
 
 
 def conv_weight_grad(dy, x, y, weight, dilation, write_g):
     """(dw, db, g) of one plain conv (weight: its (C_out, C_in, K) weight, for shape and dtype): the
     partials and their finalize, two launches."""
-    partial, n_chunks, g, _ = weight_grad_partials(dy, x, y, weight.shape[2], dilation, write_g=write_g)
+    partial, n_chunks, g, _, _ = weight_grad_partials(dy, x, y, weight.shape[2], dilation, write_g=write_g)
     dw, _, db = finalize_weight_grads([(partial, n_chunks, weight, None)])[0]
     return dw, db, g

@@ -211,7 +211,7 @@ def _residual_gemm(acc, res_row, wr_ptr, res_bias_ptr, offs_co, offs_t, mask_co,
 
 @triton.jit
 def causal_conv1d_weight_grad_kernel(
-    x_ptr, dy_ptr, y_ptr, gate2_ptr, g_ptr, ds_ptr, partial_ptr,
+    x_ptr, dy_ptr, y_ptr, gate2_ptr, g_ptr, ds_ptr, partial_ptr, res_dy_ptr, res_partial_ptr,
     B, C_IN, C_OUT, L, K, DILATION,
     s_x_b, s_x_c, s_x_t,
     s_dy_b, s_dy_c, s_dy_t,
@@ -221,6 +221,7 @@ def causal_conv1d_weight_grad_kernel(
     GATE2: tl.constexpr, GATE2_SCALE: tl.constexpr,
     WRITE_G: tl.constexpr,
     WRITE_DS: tl.constexpr,
+    RES_TAP: tl.constexpr,
     UPCAST: tl.constexpr,
     ACC_FP64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
@@ -240,13 +241,18 @@ def causal_conv1d_weight_grad_kernel(
     also store g (WRITE_G) and ds = dy * (y > 0) (WRITE_DS, the residual's gradient), both
     (B, C_OUT, L) contiguous, so the next kernels read gates once applied. The host sums the partials
     over c in a fixed order: bitwise identical on every run.
+    RES_TAP: one more tap, k = K, is a block's 1x1 downsample, which reads the same x: its gradient
+    is res_dy (dy's strides), unshifted, and its partials go to res_partial (rows of C_OUT*C_IN + C_OUT).
     Grid: (input-channel block, output-channel block, tap, chunk) flattened into axis 0.
     """
     pid = tl.program_id(0)
+    n_taps = K
+    if RES_TAP:
+        n_taps = K + 1
     pid_ci = pid % N_CI_BLOCKS
     pid_co = (pid // N_CI_BLOCKS) % N_CO_BLOCKS
-    k = (pid // (N_CI_BLOCKS * N_CO_BLOCKS)) % K
-    pid_chunk = pid // (N_CI_BLOCKS * N_CO_BLOCKS * K)
+    k = (pid // (N_CI_BLOCKS * N_CO_BLOCKS)) % n_taps
+    pid_chunk = pid // (N_CI_BLOCKS * N_CO_BLOCKS * n_taps)
     L = _aligned(L, ALIGN)
     DILATION = _aligned(DILATION, ALIGN)
     s_x_c = _aligned(s_x_c, ALIGN)
@@ -257,6 +263,10 @@ def causal_conv1d_weight_grad_kernel(
     s_y_b = _aligned(s_y_b, ALIGN)
 
     shift = (K - 1 - k) * DILATION
+    grad_ptr, out_ptr, taps, tap = dy_ptr, partial_ptr, K, k  # where g comes from, where partials go
+    if RES_TAP:
+        if k == K:
+            grad_ptr, out_ptr, taps, tap, shift = res_dy_ptr, res_partial_ptr, 1, 0, 0
     # This tap's time blocks before tb_first read only padding: its items start there.
     tb_first = tl.minimum(shift // BLOCK_T, N_T_BLOCKS)
     n_tb = N_T_BLOCKS - tb_first
@@ -266,7 +276,7 @@ def causal_conv1d_weight_grad_kernel(
     n_iter = tl.minimum(per_chunk, n_items - start)
     b = start // tl.maximum(n_tb, 1)
     tb = tb_first + start % tl.maximum(n_tb, 1)
-    is_first = (pid_ci == 0) & (k == K - 1)  # the shift-0 tap of the first input-channel block
+    is_first = (pid_ci == 0) & (k >= K - 1)  # a shift-0 tap of the first input-channel block
 
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     offs_ci = pid_ci * BLOCK_CI + tl.arange(0, BLOCK_CI)
@@ -291,7 +301,7 @@ def causal_conv1d_weight_grad_kernel(
         b64 = b.to(tl.int64)
         mask_t = offs_tt < L - t0
         mask_g = mask_co[:, None] & mask_t[None, :]
-        g = tl.load(dy_ptr + b64 * s_dy_b + t0 * s_dy_t + dy_offs, mask=mask_g, other=0.0)
+        g = tl.load(grad_ptr + b64 * s_dy_b + t0 * s_dy_t + dy_offs, mask=mask_g, other=0.0)
         if GATE_BY_RELU:
             y = tl.load(y_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
             g = tl.where(y > 0, g, tl.zeros_like(g))
@@ -320,9 +330,9 @@ def causal_conv1d_weight_grad_kernel(
         tb = tl.where(wrap, tb_first, tb)
         b = tl.where(wrap, b + 1, b)
 
-    n_w = C_OUT * C_IN * K
-    chunk_row = partial_ptr + pid_chunk.to(tl.int64) * (n_w + C_OUT)
-    tl.store(chunk_row + offs_co[:, None] * (C_IN * K) + offs_ci[None, :] * K + k, acc,
+    n_w = C_OUT * C_IN * taps
+    chunk_row = out_ptr + pid_chunk.to(tl.int64) * (n_w + C_OUT)
+    tl.store(chunk_row + offs_co[:, None] * (C_IN * taps) + offs_ci[None, :] * taps + tap, acc,
              mask=mask_co[:, None] & mask_ci[None, :])
     if is_first:
         tl.store(chunk_row + n_w + offs_co, acc_bias, mask=mask_co)
