@@ -52,7 +52,7 @@ def _conv_plan(in_shape, in_stride, out_stride, res_layout, c_out, K, dilation, 
     if residual or store_branch or (gate_scale is not None and target.capability < 90):
         tiles = epilogue_tiles(tiles, align_out)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
-        tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=on, align=align)
+        tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=on, align=align, residual_gemm=residual == 2)
     n_co, n_t = triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(L, tiles.BLOCK_T)
     rows = [(in_shape[1:], in_stride[1:]), ((c_out, L), out_stride[1:])]
     if res_layout is not None:  # (channels, stride_b, stride_c, stride_t) of the residual input

@@ -119,12 +119,13 @@ def weight_grad_tiles(c_out, c_in, dtype, align, capability, gated=False):
     return Tiles(block_co, block_ci, 32, warps, 1 if capability < 90 and warps == 8 else 2)
 
 
-def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=False):
+def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=False, residual_gemm=False):
     """IEEE fp32 dots run on FMA units with operands in registers: 8 warps share a large tile and loads
     are not staged ahead (one stage), else they spill (measured: up to 4 KB per thread); on sm_80
     also at most 32 time steps and 32 reduction channels per tile (else 8 to 80 bytes), and with a
     block's epilogue (dropout, residual) at most 64 steps (else 16 to 24 bytes after the loop); at
-    ALIGN 1 at most 32 input channels (the weight gradient's 64 x 64 tile: 4 bytes)."""
+    ALIGN 1 at most 32 input channels (the weight gradient's 64 x 64 tile: 4 bytes).
+    `residual_gemm`: a block's conv2 that also runs the 1x1 downsample."""
     if align == 1:
         tiles = dataclasses.replace(tiles, BLOCK_CI=min(tiles.BLOCK_CI, 32))
     if capability < 90:
@@ -135,6 +136,10 @@ def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=Fal
     # held 48 registers and spilled 4 bytes for a block's 32 x 64 conv2; at ALIGN 1, 4 warps spill)
     # (not the weight gradient: its accumulator is BLOCK_CO x BLOCK_CI, and 4 warps spill kilobytes)
     warps = 4 if tiles.BLOCK_CO * tiles.BLOCK_T <= 32 * 64 and align > 1 and not weight_grad else 8
+    # With the downsample's GEMM after the epilogue, sm_90's ptxas caps 8 warps at 80 registers and
+    # parks 8 to 16 bytes (measured at 128 x 32 and 64 x 64, any ALIGN); 4 warps take 110 to 128, none.
+    if residual_gemm and capability >= 90 and tiles.BLOCK_CO * tiles.BLOCK_T <= 64 * 64:
+        warps = 4
     return dataclasses.replace(tiles, num_warps=warps, num_stages=1)
 
 
