@@ -4,12 +4,14 @@
     y = tcnkernels.causal_conv1d(x, weight, bias, dilation=4, activation="relu")
     block = tcnkernels.TemporalBlock(n_inputs, n_outputs, kernel_size, stride=1, dilation=4, padding=...)
     model = tcnkernels.convert(model)  # swap the reference TemporalBlocks of any model
+    stream = tcnkernels.Streamer(model.eval(), batch_size=1)  # exact step-by-step inference
 """
 from ._backend import BACKENDS, use_backend
 from .functional import causal_conv1d
 from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, convert
+from .streaming import Streamer
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "CausalConv1d", "TemporalBlock", "TemporalConvNet", "causal_conv1d", "convert",
+__all__ = ["BACKENDS", "CausalConv1d", "Streamer", "TemporalBlock", "TemporalConvNet", "causal_conv1d", "convert",
            "use_backend", "__version__"]

@@ -39,6 +39,8 @@ def cmd_info(args):
     from ._native import native_ops, native_status
     native_ops()  # builds the C++ CPU helpers on first use (about 10 s once), so the line below is a fact
     print(f"native     {native_status()}")
+    cpp_step = "C++ (csrc/stream_step.cpp)" if native_ops() is not None else "PyTorch (no C++ helpers)"
+    print(f"streaming  tcnkernels.Streamer steps fp32/fp64 CPU models with: {cpp_step}; anything else: PyTorch")
     requested = _backend.requested_backend()
     print(f"backend    requested: {requested}")
     for dev in ["cpu"] + (["cuda"] if device.type == "cuda" else []):

@@ -53,6 +53,7 @@ def test_bench_quick_writes_the_report(tmp_path):
     markdown = json_path.with_suffix(".md").read_text()
     assert "| seq-mnist | network | forward |" in markdown and "## Goals" in markdown
     assert "## One training step" in markdown and report["structure"]
+    assert "## Streaming inference" in markdown and {r["provider"] for r in report["streaming"]} >= {"naive streamer"}
     assert json_path.with_suffix(".png").exists()
     # A rerun at the same shapes compares every case with the stored report...
     again = run_cli("bench", "--batch-size", "2", "--max-length", "48", "--rounds", "1", "--warmup", "1",

@@ -9,6 +9,7 @@ import torch
 
 from .. import __version__
 from .configs import CPU_PROVIDERS, GPU_PROVIDERS, SMALL_CHANNEL_CONFIGS
+from .streaming import streaming_table
 
 
 def environment(device):
@@ -117,6 +118,7 @@ def render_markdown(report):
                   "", "| call | us per call | goal |", "|---|---|---|"]
         lines += [f"| {r['name']} | {r['us']:.1f} | {r.get('goal_us') or ''} |" for r in host]
     lines += structure_table(report.get("structure"))
+    lines += streaming_table(report.get("streaming"))
     lines += ["", "The static profile of the GPU binaries (instructions per output, registers, spills, of the plain "
               "and the fused block kernels) is its own report: `python benchmarks/sass_profile.py`."]
     lines += ["", "## Goals (for H100/H200-class GPUs)", "", "| goal | status | detail |", "|---|---|---|"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import host, structure
+from . import host, streaming, structure
 from .configs import plan, work
 from .providers import prepare
 from .report import environment
@@ -124,7 +124,8 @@ def run_report(device, full=False, batch_size=None, max_length=None, rounds=None
     cases = plan(device, full, batch_size, max_length)
     ceilings = measure_ceilings(device)
     report = {"environment": environment(device), "ceilings": ceilings, "full": full, "results": [],
-              "host_overhead": host.measure(), "structure": structure.structure_rows(batch_size, max_length)}
+              "host_overhead": host.measure(), "structure": structure.structure_rows(batch_size, max_length),
+              "streaming": streaming.measure()}
     with tqdm(cases, desc="bench", unit="case", disable=not progress, dynamic_ncols=True) as bar:
         for shape, mode, dtype, providers in bar:
             bar.set_postfix_str(f"{shape.name} {shape.level} {mode} {dtype}")

@@ -1,0 +1,164 @@
+"""Streaming inference, timed: the cost of one new time step of a paper network, per provider.
+
+  tcnkernels (C++)     Streamer with the C++ step: one call advances the whole network
+  naive streamer       Streamer with the PyTorch step: per-conv PyTorch ops, one cache per conv,
+                       weight norm folded once (what a careful user writes by hand)
+  recompute window     the full forward over the receptive field, keeping the last output
+  pytorch-tcn          the `pytorch-tcn` package's streaming mode (`inference=True`), the same
+                       sizes (its own weights); one sequence at a time, so batch 1 only; a
+                       benchmark-only extra (`pip install pytorch-tcn`), left out when absent
+  lstm                 a one-layer nn.LSTM with the TCN's parameter count, stepping one token
+
+Every provider runs in this process on the same inputs, timed in blocks of back-to-back steps with
+the providers' blocks interleaved; the numbers are CPU timings (the fastest block's time per step). The recompute-window provider
+only runs where one step costs under WINDOW_BUDGET_S (at B=1024 it is seconds a step).
+"""
+import time
+
+import torch
+
+from ..ops.reference import ReferenceTemporalConvNet
+from ..streaming import Streamer
+from .configs import PAPER_CONFIGS
+from .providers import RecurrentBaseline, parameter_count
+
+STREAM_CONFIGS = ("adding", "seq-mnist")
+BATCHES = (1, 64, 1024)
+PROVIDERS = ("tcnkernels (C++)", "naive streamer", "recompute window", "pytorch-tcn", "lstm")
+WINDOW_BUDGET_S = 0.2
+
+
+def _model(config):
+    _, c_in, channels, K, _, _ = PAPER_CONFIGS[config]
+    torch.manual_seed(0)
+    return ReferenceTemporalConvNet(c_in, list(channels), K, 0.0).eval(), c_in
+
+
+def receptive_field(model):
+    blocks = list(model.network)
+    K = blocks[0].conv1.kernel_size[0]
+    return 1 + 2 * (K - 1) * (2 ** len(blocks) - 1)
+
+
+def steppers(config, batch):
+    """{provider: a callable that advances one time step}."""
+    from ..nn import convert
+    reference, c_in = _model(config)
+    model = convert(reference)
+    x_t = torch.randn(batch, c_in, 1)
+    fns = {}
+    for provider, backend in (("tcnkernels (C++)", "cpp"), ("naive streamer", "torch")):
+        try:
+            stream = Streamer(model, batch, backend=backend)
+        except ValueError:  # no C++ compiler here: the provider is left out, not faked
+            continue
+        fns[provider] = lambda s=stream: s.step(x_t)
+    window = torch.randn(batch, c_in, receptive_field(model))
+
+    def recompute():
+        with torch.no_grad():
+            return model(window)[:, :, -1]
+
+    fns["recompute window"] = recompute
+    pytorch_tcn = _pytorch_tcn_stepper(config, batch)
+    if pytorch_tcn is not None:
+        fns["pytorch-tcn"] = pytorch_tcn
+    lstm = RecurrentBaseline("lstm", c_in, parameter_count(model)).rnn.eval()
+    state = [None]
+    token = torch.randn(1, batch, c_in)
+
+    def lstm_step():
+        with torch.no_grad():
+            out, state[0] = lstm(token, state[0])
+        return out
+
+    fns["lstm"] = lstm_step
+    return fns
+
+
+def _pytorch_tcn_stepper(config, batch):
+    """One streaming step of pytorch-tcn's TCN of the same sizes, or None (not installed, batch > 1)."""
+    try:
+        from pytorch_tcn import TCN
+    except ImportError:
+        return None
+    if batch != 1:
+        return None
+    _, c_in, channels, K, _, _ = PAPER_CONFIGS[config]
+    torch.manual_seed(0)
+    model = TCN(c_in, list(channels), kernel_size=K, dilations=[2**i for i in range(len(channels))], dropout=0.0,
+                causal=True, use_norm="weight_norm", activation="relu").eval()
+    x_t = torch.randn(1, c_in, 1)
+
+    def step():
+        with torch.no_grad():
+            return model(x_t, inference=True)
+
+    return step
+
+
+def _block_us(fn, budget_s=0.05, min_calls=3, max_calls=200):
+    """Microseconds per call over one block of back-to-back calls (about `budget_s` long)."""
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or (calls < max_calls and time.perf_counter() - start < budget_s):
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def measure(configs=STREAM_CONFIGS, batches=BATCHES, blocks=5, threads=None):
+    """[{config, batch, provider, us_per_step, steps_per_s, block_us}]: each provider timed in `blocks`
+    blocks of back-to-back steps, the providers' blocks interleaved; `us_per_step` is the fastest
+    block. Blocks rather than alternating single calls: a call right after another provider's pays
+    for that one's cache footprint and its idle worker threads, which is not its own cost."""
+    from .. import use_backend
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    rows = []
+    try:
+        with use_backend("torch"):  # the recompute-window provider: the PyTorch path, as on a CPU
+            for config in configs:
+                for batch in batches:
+                    fns = steppers(config, batch)
+                    start = time.perf_counter()
+                    fns["recompute window"]()
+                    if time.perf_counter() - start > WINDOW_BUDGET_S:
+                        del fns["recompute window"]
+                    samples = {p: [] for p in fns}
+                    for _ in range(blocks):
+                        for provider, fn in fns.items():
+                            fn()  # warm: this provider's weights back in cache
+                            samples[provider].append(_block_us(fn))
+                    for provider, block_us in samples.items():
+                        us = min(block_us)
+                        rows.append(dict(config=config, batch=batch, provider=provider, us_per_step=us,
+                                         steps_per_s=batch * 1e6 / us, block_us=block_us))
+    finally:
+        torch.set_num_threads(previous)
+    return rows
+
+
+def streaming_table(rows):
+    """Markdown: microseconds per step (and rows x steps per second), the C++ step's speed-up."""
+    if not rows:
+        return []
+    lines = ["", "## Streaming inference (CPU timing: one new step of every row, microseconds per step, fastest of 5 "
+             "interleaved blocks)",
+             "", "| config | batch | " + " | ".join(PROVIDERS) + " |", "|---|---|" + "---|" * len(PROVIDERS)]
+    cases = {}
+    for r in rows:
+        cases.setdefault((r["config"], r["batch"]), {})[r["provider"]] = r
+    for (config, batch), by in cases.items():
+        ours = by.get(PROVIDERS[0])
+        cells = []
+        for p in PROVIDERS:
+            r = by.get(p)
+            if r is None:
+                cells.append("not run")
+            elif ours is None or p == PROVIDERS[0]:
+                cells.append(f"{r['us_per_step']:.0f}")
+            else:
+                cells.append(f"{r['us_per_step']:.0f} (x{r['us_per_step'] / ours['us_per_step']:.1f})")
+        lines.append(f"| {config} | {batch} | " + " | ".join(cells) + " |")
+    return lines
