@@ -5,12 +5,15 @@ last (K-1)*dilation inputs and a new step costs O(layers * C^2 * K), whatever th
 concatenated outputs of `Streamer.step` over any chunking of a sequence equal the model's forward on
 the whole sequence (eval mode), from a zero history (the forward's implicit zero padding).
 
-The model is compiled once into a flat list of stages (conv, block, pointwise). Two steps run them:
-  cpp    one call of the C++ step (csrc/stream_step.cpp) advances the whole network: each conv
-         keeps a ring of its last (K-1)*dilation + 1 inputs, (B, slots, C_in), and a position;
-  torch  PyTorch ops per conv on a (B, C_in, (K-1)*dilation) cache (any device and dtype).
-`backend="auto"` takes the C++ step for fp32/fp64 CPU models it can express when the C++ helpers
-build, else the PyTorch step. Both expose the same state (`state_dict`). Weight norm is folded when
+The model is compiled once into a flat list of stages (conv, block, pointwise). Three steps run them:
+  cpp     one call of the C++ step (csrc/stream_step.cpp) advances the whole network: each conv
+          keeps a ring of its last (K-1)*dilation + 1 inputs, (B, slots, C_in), and a position;
+  triton  one launch of stream_step_kernel (tcnkernels/ops/triton/stream_kernels.py) does the same
+          on a GPU, its step counter on the device (no host synchronisation: CUDA-graph capturable);
+  torch   PyTorch ops per conv on a (B, C_in, (K-1)*dilation) cache (any device and dtype).
+`backend="auto"` takes the C++ step for fp32/fp64 CPU models and the Triton step for fp32/fp16/bf16
+CUDA models it can express (the C++ helpers built, Triton usable), else the PyTorch step. All three
+expose the same state (`state_dict`). Weight norm is folded when
 the streamer is built and again only when a parameter changes (its version counter moves, or it is
 replaced): the streamer follows the model.
 """
@@ -21,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _backend
 from ._native import native_ops
 from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, _is_reference_block
 
-STEP_BACKENDS = ("auto", "cpp", "torch")
+STEP_BACKENDS = ("auto", "cpp", "triton", "torch")
 _VERSION = operator.attrgetter("_version")
 
 # Layers that act on each time step alone: they stream as they are.
@@ -159,7 +163,8 @@ class Streamer:
     mode (or with dropout 0). Works in the model's dtype and on its device. The caches belong to the
     streamer; the model's parameters are read, and a change to them (an optimizer step, a
     load_state_dict) is picked up at the next step. `backend`: "auto", "cpp" (the C++ step: fp32 or
-    fp64 on a CPU) or "torch" (PyTorch ops); `stream.backend` says which runs.
+    fp64 on a CPU), "triton" (one kernel launch a step: fp32, fp16 or bf16 on a GPU, layers up to
+    256 channels) or "torch" (PyTorch ops); `stream.backend` says which runs.
     """
 
     def __init__(self, model, batch_size, backend="auto"):
@@ -190,6 +195,10 @@ class Streamer:
             self._program = self._cpp_program()
             self._state = [zeros(batch_size, c.history + 1, c.c_in) if c.history else zeros(0) for c in self.convs]
             self._positions = torch.zeros(len(self.convs), dtype=torch.int64)
+        elif self.backend == "triton":
+            from .ops.stream_launch import TritonStream
+            self._triton = TritonStream(self.convs, self._cpp_program()[0], batch_size, self.device)
+            self._state = []
         else:
             self._state = [zeros(batch_size, c.c_in, c.history) if c.history else None for c in self.convs]
             at = {id(c): i for i, c in enumerate(self.convs)}
@@ -198,18 +207,28 @@ class Streamer:
     def _choose(self, backend):
         if backend == "torch":
             return "torch"
-        reason = None
-        if self.device.type != "cpu" or self.dtype not in (torch.float32, torch.float64):
-            reason = f"it runs fp32 or fp64 CPU models, this one is {self.dtype} on {self.device}"
-        elif not all(isinstance(s, (_ConvStage, _Block)) or isinstance(s.module, CPP_POINTWISE) for s in self.stages):
-            reason = "the model has a pointwise layer other than ReLU, Identity or Dropout"
-        elif native_ops() is None:
-            reason = "the C++ helpers are not available (tcnkernels info says why)"
-        if reason is None:
-            return "cpp"
+        if backend == "auto":
+            wanted = "triton" if self.device.type == "cuda" else "cpp"
+            return wanted if self._unfit(wanted) is None else "torch"
+        reason = self._unfit(backend)
+        if reason is not None:
+            raise ValueError(f"the {backend} streaming step cannot run this model: {reason}")
+        return backend
+
+    def _unfit(self, backend):
+        """Why the cpp or triton step cannot run this model, or None."""
+        if not all(isinstance(s, (_ConvStage, _Block)) or isinstance(s.module, CPP_POINTWISE) for s in self.stages):
+            return "the model has a pointwise layer other than ReLU, Identity or Dropout"
         if backend == "cpp":
-            raise ValueError(f"the C++ streaming step cannot run this model: {reason}")
-        return "torch"
+            if self.device.type != "cpu" or self.dtype not in (torch.float32, torch.float64):
+                return f"it runs fp32 or fp64 CPU models, this one is {self.dtype} on {self.device}"
+            return "the C++ helpers are not available (tcnkernels info says why)" if native_ops() is None else None
+        from .ops.stream_launch import MAX_CHANNELS, stream_channels
+        if self.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            return f"it runs fp32, fp16 or bf16 models, this one is {self.dtype}"
+        if stream_channels(self.convs) > MAX_CHANNELS:
+            return f"it keeps layers of up to {MAX_CHANNELS} channels in registers"
+        return _backend.triton_unusable_reason(self.device)
 
     def _cpp_program(self):
         """(stages as 4 ints each, dilations, relu flags) for the C++ step."""
@@ -236,11 +255,12 @@ class Streamer:
         every parameter per step (about 2 us for a paper network, against 10 us conv by conv)."""
         if (list(map(_VERSION, self._params)) == self._versions
                 and list(map(id, map(dict.get, *self._slots))) == self._ids):
-            return
+            return False
         for conv in self.convs:
             if conv.stale():
                 conv.fold()
         self._watch()
+        return True
 
     def _check_mode(self):
         for d in self._dropouts:
@@ -257,8 +277,12 @@ class Streamer:
         if x.dtype != self.dtype or x.device != self.device:
             raise TypeError(f"x must be {self.dtype} on {self.device} (the model's), got {x.dtype} on {x.device}")
         self._check_mode()
-        self._follow_parameters()
+        refolded = self._follow_parameters()
         with torch.no_grad():
+            if self.backend == "triton":
+                if refolded:
+                    self._triton.pack()
+                return self._triton.step(x, self.c_out)
             if self.backend == "cpp":
                 stages, dilations, relu = self._program
                 return native_ops().stream_step(x, [c.taps_major for c in self.convs], [c.bias for c in self.convs],
@@ -270,6 +294,8 @@ class Streamer:
     def reset(self, indices=None):
         """Zero the history of every row, or of the rows in `indices` (ints, or a bool mask of B)."""
         rows = slice(None) if indices is None else self._rows(indices)
+        if self.backend == "triton":
+            self._triton.rings[rows] = 0
         for state in self._state:
             if state is not None and state.numel():
                 state[rows] = 0
@@ -298,6 +324,9 @@ class Streamer:
         if self.backend == "cpp":
             return {str(i): self._state[i][:, self._ring_slots(i)].transpose(1, 2).contiguous()
                     for i, c in enumerate(self.convs) if c.history}
+        if self.backend == "triton":
+            return {str(i): self._triton.ring_view(i)[:, self._triton.history_slots(i), :c.c_in].transpose(1, 2)
+                    .to(self.dtype).contiguous() for i, c in enumerate(self.convs) if c.history}
         return {str(i): cache.clone() for i, cache in enumerate(self._state) if cache is not None}
 
     def load_state_dict(self, state):
@@ -312,5 +341,8 @@ class Streamer:
             i = int(key)
             if self.backend == "cpp":
                 self._state[i][:, self._ring_slots(i)] = state[key].to(self.dtype).transpose(1, 2)
+            elif self.backend == "triton":
+                view = self._triton.ring_view(i)
+                view[:, self._triton.history_slots(i), :self.convs[i].c_in] = state[key].float().transpose(1, 2)
             else:
                 self._state[i].copy_(state[key])

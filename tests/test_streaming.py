@@ -1,5 +1,5 @@
 """Streaming inference: the outputs of Streamer.step over any chunking equal the full forward, with
-the C++ step and with the PyTorch step."""
+the C++ step, the Triton step (in the interpreter) and the PyTorch step."""
 import pytest
 import torch
 from torch import nn
@@ -38,12 +38,16 @@ def tcn(dtype=torch.float32, c_in=3, widths=(6, 6, 5), kernel_size=3):
     return model
 
 
-STEPS = ["cpp", "torch"]
+STEPS = ["cpp", "triton", "torch"]
 
 
-@pytest.mark.parametrize("backend", STEPS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
+# the Triton step: fp32/fp16/bf16 only, and one chunking (the interpreter is slow)
+CHUNKINGS = [(torch.float32, 0, "triton")] + [(dtype, seed, backend) for backend in ("cpp", "torch")
+                                              for dtype in (torch.float32, torch.float64) for seed in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("dtype,seed,backend", CHUNKINGS,
+                         ids=[f"{b}-{str(d)[6:]}-seed{s}" for d, s, b in CHUNKINGS])
 def test_random_chunkings_match_the_full_forward(dtype, seed, backend):
     model = tcn(dtype)
     x = torch.randn(2, 3, 70, dtype=dtype)
@@ -77,7 +81,8 @@ def test_reference_models_stream(api, converted, backend):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("pointwise,backend", [(nn.Tanh, "torch"), (nn.ReLU, "cpp"), (nn.ReLU, "torch")])
+@pytest.mark.parametrize("pointwise,backend", [(nn.Tanh, "torch"), (nn.ReLU, "cpp"), (nn.ReLU, "triton"),
+                                               (nn.ReLU, "torch")])
 def test_sequential_of_convs_and_activations(pointwise, backend):
     torch.manual_seed(0)
     model = nn.Sequential(tcnkernels.CausalConv1d(3, 8, 4, dilation=2), pointwise(), nn.Identity(),
@@ -107,7 +112,7 @@ def test_partial_reset_restarts_only_those_rows(backend):
     torch.testing.assert_close(stream.step(tail), fresh, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("saver,loader", [("cpp", "cpp"), ("cpp", "torch"), ("torch", "cpp"), ("torch", "torch")])
+@pytest.mark.parametrize("saver,loader", [("cpp", "cpp"), ("cpp", "triton"), ("triton", "torch"), ("torch", "cpp")])
 def test_state_dict_round_trip_across_steps(saver, loader):
     model = tcn()
     x = torch.randn(2, 3, 50)
@@ -195,7 +200,7 @@ def test_bad_constructor_and_reset_arguments():
 def test_cpp_step_matches_the_torch_step_at_a_large_batch():
     model = tcn(c_in=4, widths=(16, 16, 16, 8), kernel_size=5)
     x = torch.randn(67, 4, 90)
-    steps = [tcnkernels.Streamer(model, batch_size=67, backend=b) for b in STEPS]
+    steps = [tcnkernels.Streamer(model, batch_size=67, backend=b) for b in ("cpp", "torch")]
     for t0, t1 in ((0, 1), (1, 40), (40, 41), (41, 90)):
         got, want = (s.step(x[:, :, t0:t1]) for s in steps)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -212,3 +217,26 @@ def test_without_the_cpp_helpers_the_torch_step_serves(monkeypatch):
         tcnkernels.Streamer(tcn(torch.bfloat16), batch_size=1, backend="cpp")
     with pytest.raises(ValueError, match="backend must be"):
         tcnkernels.Streamer(model, batch_size=1, backend="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_triton_step_in_half_precision(dtype):
+    """The Triton step keeps fp32 rings and accumulators for fp16/bf16 models: within the model
+    dtype's rounding of the fp32 forward."""
+    model = tcn()
+    x = torch.randn(2, 3, 30)
+    want = full_forward(model, x)
+    got = streamed(tcnkernels.Streamer(model.to(dtype), batch_size=2, backend="triton"), x.to(dtype), [10, 1, 19])
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_triton_step_wide_layers_and_the_device_counter():
+    """Layers wider than one register chunk (CP=128: the taps read in chunks), and the step counter
+    advanced on the device by the last program to finish."""
+    model = tcn(c_in=5, widths=(100, 70), kernel_size=2)
+    x = torch.randn(3, 5, 12)
+    stream = tcnkernels.Streamer(model, batch_size=3, backend="triton")
+    got = streamed(stream, x, [4, 8])
+    torch.testing.assert_close(got, full_forward(model, x), rtol=1e-4, atol=1e-4)
+    assert int(stream._triton.counter) == 12 and int(stream._triton.done) == 0

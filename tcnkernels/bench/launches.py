@@ -167,11 +167,25 @@ def block_launches(c_in, c_out, L, K, dilation, precision, arch, dropout, traini
     return launches
 
 
+STREAM_SWEEP = ((3, (25, 25), 7), (2, (64,), 2), (5, (100, 70), 3), (1, (256,), 2))  # CP 32, 64, 128, 256
+
+
+def stream_launches(c_in, widths, K, dtype, arch):
+    """The launch of one Streamer step (the Triton step) of a TemporalConvNet, on meta tensors."""
+    from ..nn import TemporalConvNet
+    from ..streaming import Streamer
+    with recorded_launches(arch, False) as launches, torch.device("meta"):
+        model = TemporalConvNet(c_in, list(widths), K, dropout=0.0).to(dtype).eval()
+        Streamer(model, 2, backend="triton").step(torch.empty(2, c_in, 3, dtype=dtype))
+    return launches
+
+
 def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, torch.float64)):
     """One launch per configuration the launchers can choose (kernel, dtypes, every constexpr and
     launch option), over a sweep of shapes that crosses every breakpoint of the tile heuristics (single
     convs) and every epilogue and gate the fused block uses (blocks with and without a downsample,
-    dropout, training and inference, conv2's output recomputed or kept). Each is compiled with the runtime specialisation of the first
+    dropout, training and inference, conv2's output recomputed or kept), and the streaming step at
+    every register width. Each is compiled with the runtime specialisation of the first
     shape that chose it."""
     distinct = {}
 
@@ -195,4 +209,7 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
                                                              (0.2, True, False), (0.0, True, False)):
                             add(block_launches(c_in, c_out, L, 3, dilation, precision, arch, dropout, training,
                                                recompute))
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for c_in, widths, K in STREAM_SWEEP:
+            add(stream_launches(c_in, widths, K, dtype, arch))
     return list(distinct.values())
