@@ -197,10 +197,12 @@ def test_bad_constructor_and_reset_arguments():
         stream.reset(torch.tensor([True]))
 
 
-def test_cpp_step_matches_the_torch_step_at_a_large_batch():
+@pytest.mark.parametrize("batch", [67, 130], ids=["row-groups", "gemm"])  # the C++ step's two paths
+def test_cpp_step_matches_the_torch_step_at_a_large_batch(batch):
     model = tcn(c_in=4, widths=(16, 16, 16, 8), kernel_size=5)
-    x = torch.randn(67, 4, 90)
-    steps = [tcnkernels.Streamer(model, batch_size=67, backend=b) for b in ("cpp", "torch")]
+    model.network[1].conv2.bias = None  # a conv without bias too
+    x = torch.randn(batch, 4, 90)
+    steps = [tcnkernels.Streamer(model, batch_size=batch, backend=b) for b in ("cpp", "torch")]
     for t0, t1 in ((0, 1), (1, 40), (40, 41), (41, 90)):
         got, want = (s.step(x[:, :, t0:t1]) for s in steps)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
