@@ -1,4 +1,4 @@
-"""The command line: `python -m tcnkernels info | check | bench` (also installed as `tcnkernels`)."""
+"""The command line: `python -m tcnkernels info | check | bench | train` (also installed as `tcnkernels`)."""
 import argparse
 import os
 import platform
@@ -100,6 +100,19 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_train(args):
+    """Train the TCN (or an LSTM/GRU baseline) on one of the paper's tasks; under torchrun, with DDP."""
+    from .tasks.train import train
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = train(args.task, args.model, args.data, args.epochs, args.T, device, args.quick, args.out, args.seed,
+                    progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = results["best"]
+        print(f"best epoch {best['epoch']}: valid {results['config']['metric']} {best['valid_metric']:.5g}, "
+              f"test {best['test_metric']:.5g}; wrote {args.out}/{args.task}-{args.model}-{results['device']}.json")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tcnkernels", description="Fused Triton kernels for TCNs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,13 +131,25 @@ def build_parser():
     bench.add_argument("--rounds", type=int, help="timed rounds per provider (default 30 GPU, 5 CPU)")
     bench.add_argument("--warmup", type=int, help="untimed calls first (default 10 GPU, 2 CPU)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .tasks.train import MODELS, TASKS
+    train = sub.add_parser("train", help=cmd_train.__doc__)
+    train.add_argument("task", choices=TASKS)
+    train.add_argument("--model", choices=MODELS, default="tcn", help="the TCN (default) or a matched baseline")
+    train.add_argument("--data", help="music: a .mat dataset (default: the JSB Chorales shipped)")
+    train.add_argument("--epochs", type=int, help="override the paper's epoch count")
+    train.add_argument("--T", type=int, help="sequence length of adding / copy (paper: 600 / 1000)")
+    train.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    train.add_argument("--quick", action="store_true", help="less data, fewer epochs: a smoke run")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="results", help="results folder (default ./results)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("batch_size", "max_length", "rounds", "warmup"):
+    for name in ("batch_size", "max_length", "rounds", "warmup", "epochs", "T"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -133,7 +158,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench}[args.command](args)
+    return {"info": cmd_info, "check": cmd_check, "bench": cmd_bench, "train": cmd_train}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@ import torch  # noqa: E402
 
 from tcnkernels import _backend  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker: two workers of two threads each on a 2-core machine spin against each
+    # other in every GEMM (a training test measured 15 s alone and 285 s beside another).
+    torch.set_num_threads(1)
+
 if _backend.INTERPRETER:
     # device_assert is a no-op in the interpreter unless its debug option is on: switch it on, so the
     # kernels' own checks (alignment claims) run in every test.

@@ -40,6 +40,8 @@ def test_shell_command_is_valid(line):
     words = shlex.split(line)
     while words and re.fullmatch(r"\w+=\S*", words[0]):  # leading VAR=value assignments
         words = words[1:]
+    if words[:1] == ["torchrun"] and "-m" in words:  # torchrun [options] -m module args: the module's own line
+        words = ["python"] + words[words.index("-m"):]
     if words[:3] == ["python", "-m", "tcnkernels"] or words[:1] == ["tcnkernels"]:
         parse_args(words[3:] if words[0] == "python" else words[1:])  # exits (fails) on a bad option
     elif "pytest" in words[:3]:
