@@ -110,6 +110,11 @@ def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
     return conv_forward(x, *prepare_weight(weight), bias, dilation, relu)  # inference: no autograd bookkeeping
 
 
+def check_recompute(recompute):
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute must be a bool, got {type(recompute).__name__}")
+
+
 def _check_block_args(x, v1, g1, b1, v2, g2, b2, wd, bd, dilation, p1, p2, mode, seeds):
     check_conv_args(x, v1, b1, dilation, "relu")
     c_out, c_in, k = v1.shape
@@ -163,8 +168,7 @@ def temporal_block(x, v1, g1, b1, v2, g2, b2, wd=None, bd=None, dilation=1, drop
     Returns:
         (B, C_out, L), differentiable in x and every weight.
     """
-    if not isinstance(recompute, bool):
-        raise TypeError(f"recompute must be a bool, got {type(recompute).__name__}")
+    check_recompute(recompute)
     p1, p2 = dropout
     cast = _autocast_all(x, v1, g1, b1, v2, g2, b2, wd, bd)  # what the convs run in (autocast or not)
     _check_block_args(*cast, dilation, p1, p2, dropout_mode, seeds)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .functional import causal_conv1d, temporal_block
+from .functional import causal_conv1d, check_recompute, temporal_block
 from .ops.reference import ACTIVATIONS, DROPOUT_MODES, TemporalBlockBase, draw_dropout_seeds, temporal_levels
 
 # Legacy `torch.nn.utils.weight_norm` state_dict names -> `parametrizations.weight_norm` names.
@@ -100,8 +100,7 @@ class TemporalBlock(TemporalBlockBase):
     def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation, padding, dropout=0.2, weight_norm=True,
                  dropout_mode="element", recompute=True):
         super().__init__()
-        if not isinstance(recompute, bool):
-            raise TypeError(f"recompute must be a bool, got {type(recompute).__name__}")
+        check_recompute(recompute)
         if dropout_mode not in DROPOUT_MODES:
             raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, got {dropout_mode!r}")
         if stride != 1:
@@ -141,8 +140,9 @@ class TemporalBlock(TemporalBlockBase):
 
 def _weight_and_gain(conv):
     """(v, g) of a weight-normalised conv, (weight, None) of a plain one."""
-    if "weight_v" in conv._parameters:
-        return _tensor(conv, "weight_v"), _tensor(conv, "weight_g")
+    params = conv._parameters
+    if "weight_v" in params:
+        return params["weight_v"], params["weight_g"]
     return _tensor(conv, "weight"), None
 
 

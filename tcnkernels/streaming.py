@@ -26,7 +26,7 @@ from torch import nn
 
 from . import _backend
 from ._native import native_ops
-from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, _is_reference_block
+from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, _is_reference_block, _weight_norm_parameters
 
 STEP_BACKENDS = ("auto", "cpp", "triton", "torch")
 _VERSION = operator.attrgetter("_version")
@@ -54,20 +54,13 @@ class _Conv:
     def fold(self):
         """The effective weight (weight norm applied, legacy or parametrized) and bias, detached."""
         conv = self.module
-        params = conv._parameters
+        norm = _weight_norm_parameters(conv)
         with torch.no_grad():
-            if isinstance(params.get("weight_g"), nn.Parameter) and isinstance(params.get("weight_v"), nn.Parameter):
-                weight = torch._weight_norm(params["weight_v"], params["weight_g"], 0)
-            else:  # a plain weight, or one computed by a parametrization
-                weight = conv.weight
+            weight = conv.weight if norm is None else torch._weight_norm(norm[1], norm[0], 0)
             self.weight = weight.detach().clone()
             self.bias = None if conv.bias is None else conv.bias.detach().contiguous()
             self.taps_major = self.weight.permute(0, 2, 1).contiguous()  # (C_out, K, C_in): the C++ step's
-        self.sources = [(owner, name, p, p._version) for owner, name, p in _owned_parameters(conv)]
-
-    def stale(self):
-        return any(owner._parameters.get(name) is not p or p._version != version
-                   for owner, name, p, version in self.sources)
+        self.sources = _owned_parameters(conv)
 
     def step(self, x, cache):
         """Outputs for the new steps x (B, C_in, n); `cache` (B, C_in, history) moves forward in place."""
@@ -150,6 +143,12 @@ def _stages(model):
                      "TemporalConvNet (ours or the reference's), nn.Sequential of them and pointwise activations")
 
 
+def history_slots(position, history, slots, device=None):
+    """Ring slots holding a conv's last `history` inputs, oldest first, when `position` is the slot
+    the next input goes to (the C++ and Triton steps' rings alike)."""
+    return (position - history + torch.arange(history, device=device)) % slots
+
+
 class Streamer:
     """Step a causal TCN through a sequence chunk by chunk, exactly.
 
@@ -189,6 +188,7 @@ class Streamer:
         first = self.convs[0].weight
         self.dtype, self.device = first.dtype, first.device
         self.backend = self._choose(backend)
+        self._index = {id(c): i for i, c in enumerate(self.convs)}  # conv -> its place in self.convs
         self._watch()
         zeros = functools.partial(torch.zeros, dtype=self.dtype, device=self.device)
         if self.backend == "cpp":
@@ -201,8 +201,7 @@ class Streamer:
             self._state = []
         else:
             self._state = [zeros(batch_size, c.c_in, c.history) if c.history else None for c in self.convs]
-            at = {id(c): i for i, c in enumerate(self.convs)}
-            self._stage_caches = [[self._state[at[id(c)]] for c in stage.convs] for stage in self.stages]
+            self._stage_caches = [[self._state[self._index[id(c)]] for c in stage.convs] for stage in self.stages]
 
     def _choose(self, backend):
         if backend == "torch":
@@ -232,8 +231,7 @@ class Streamer:
 
     def _cpp_program(self):
         """(stages as 4 ints each, dilations, relu flags) for the C++ step."""
-        at = {id(c): i for i, c in enumerate(self.convs)}
-        stages = []
+        at, stages = self._index, []
         for s in self.stages:
             if isinstance(s, _ConvStage):
                 stages += [0, at[id(s.conv)], -1, -1]
@@ -244,21 +242,21 @@ class Streamer:
         return stages, [c.dilation for c in self.convs], [int(c.activation == "relu") for c in self.convs]
 
     def _watch(self):
-        """What `_follow_parameters` compares: every source parameter's slot, identity and version."""
+        """What `_follow_parameters` compares: every source parameter's slot, identity and version,
+        as they are now (right after the folds)."""
         sources = [source for conv in self.convs for source in conv.sources]
-        self._slots = ([owner._parameters for owner, _, _, _ in sources], [name for _, name, _, _ in sources])
-        self._params = [p for _, _, p, _ in sources]
-        self._ids, self._versions = [id(p) for p in self._params], [v for _, _, _, v in sources]
+        self._slots = ([owner._parameters for owner, _, _ in sources], [name for _, name, _ in sources])
+        self._params = [p for _, _, p in sources]
+        self._ids, self._versions = [id(p) for p in self._params], list(map(_VERSION, self._params))
 
     def _follow_parameters(self):
-        """Refold the convs whose parameters changed in place or were replaced. One C-level pass over
-        every parameter per step (about 2 us for a paper network, against 10 us conv by conv)."""
+        """Refold every conv when a parameter changed in place or was replaced (rare: a fold is cheap).
+        One C-level pass over every parameter per step (about 2 us for a paper network)."""
         if (list(map(_VERSION, self._params)) == self._versions
                 and list(map(id, map(dict.get, *self._slots))) == self._ids):
             return False
         for conv in self.convs:
-            if conv.stale():
-                conv.fold()
+            conv.fold()
         self._watch()
         return True
 
@@ -315,8 +313,7 @@ class Streamer:
 
     def _ring_slots(self, i):
         """The C++ ring slots of conv i's last `history` inputs, oldest first."""
-        conv, slots = self.convs[i], self._state[i].shape[1]
-        return (int(self._positions[i]) - conv.history + torch.arange(conv.history)) % slots
+        return history_slots(int(self._positions[i]), self.convs[i].history, self._state[i].shape[1])
 
     def state_dict(self):
         """{"<conv>": its last (K-1)*dilation inputs (B, C_in, (K-1)*dilation)}, plain tensors (copies),

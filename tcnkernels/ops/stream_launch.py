@@ -35,7 +35,6 @@ class TritonStream:
         self.rings = torch.zeros(batch_size, total, dtype=torch.float32, device=device)
         self.counter = torch.zeros(1, dtype=torch.int64, device=device)
         self.done = torch.zeros(1, dtype=torch.int32, device=device)
-        self.c_in, self.c_out = convs[0].c_in, None
         self.pack()
 
     def pack(self):
@@ -67,5 +66,5 @@ class TritonStream:
 
     def history_slots(self, i):
         """Ring slots of conv i's last (K-1)*dilation inputs, oldest first (reads the step counter)."""
-        history, slots = self.convs[i].history, self.slots[i]
-        return (int(self.counter) - history + torch.arange(history, device=self.device)) % slots
+        from ..streaming import history_slots
+        return history_slots(int(self.counter) % self.slots[i], self.convs[i].history, self.slots[i], self.device)

@@ -99,11 +99,8 @@ class _Sequences(Dataset):
 
 def make_datasets(cfg, data_path=None, seed=0, quick=False):
     """{"train", "valid", "test"}: torch Datasets of the task."""
-    if cfg.task == "adding":
-        make = task_data.adding_problem
-    elif cfg.task == "copy":
-        make = task_data.copy_memory
-    if cfg.task in ("adding", "copy"):
+    make = {"adding": task_data.adding_problem, "copy": task_data.copy_memory}.get(cfg.task)
+    if make is not None:
         return {"train": TensorDataset(*make(cfg.n_train, cfg.T, seed)),
                 "valid": TensorDataset(*make(cfg.n_eval, cfg.T, seed + 1)),
                 "test": TensorDataset(*make(cfg.n_eval, cfg.T, seed + 2))}
