@@ -105,7 +105,7 @@ def cmd_train(args):
     from .tasks.train import train
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = train(args.task, args.model, args.data, args.epochs, args.T, device, args.quick, args.out, args.seed,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, minutes=args.minutes)
     if int(os.environ.get("RANK", "0")) == 0:
         best = results["best"]
         print(f"best epoch {best['epoch']}: valid {results['config']['metric']} {best['valid_metric']:.5g}, "
@@ -141,6 +141,7 @@ def build_parser():
     train.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     train.add_argument("--quick", action="store_true", help="less data, fewer epochs: a smoke run")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--minutes", type=float, help="wall-time budget: start no epoch that would end past it")
     train.add_argument("--out", default="results", help="results folder (default ./results)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
     return parser

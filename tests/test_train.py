@@ -61,6 +61,16 @@ def test_baseline_run_and_the_shared_curves(tmp_path):
     assert (tmp_path / "adding-cpu.png").stat().st_size > 1000
 
 
+def test_time_budget_stops_between_epochs(tmp_path):
+    """A budget shorter than one epoch: the first epoch runs whole, no second starts, and the results
+    say so; without a budget every epoch runs."""
+    cut = _run("adding", tmp_path, epochs=3, minutes=1e-4)
+    assert len(cut["epochs"]) == 1 and cut["budget_reached"] is True and cut["config"]["minutes"] == 1e-4
+    assert cut["best"]["epoch"] == 1
+    full = _run("music", tmp_path, epochs=2)
+    assert len(full["epochs"]) == 2 and full["budget_reached"] is False
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="task must be one of"):
         task_config("seq-mnist")
@@ -68,6 +78,8 @@ def test_bad_arguments():
         task_config("music", T=100)
     with pytest.raises(ValueError, match="model must be one of"):
         build_model(PAPER["adding"], "transformer")
+    with pytest.raises(ValueError, match="minutes must be a positive number"):
+        train("adding", quick=True, minutes=0)
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")

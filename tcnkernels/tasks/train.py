@@ -159,9 +159,14 @@ def _distributed(device):
 
 
 def train(task, model_kind="tcn", data_path=None, epochs=None, T=None, device="cpu", quick=False,
-          out_dir="results", seed=0, progress=True):
+          out_dir="results", seed=0, progress=True, minutes=None):
     """Train one model on one task; returns the results dict (also written by rank 0 as
-    <out_dir>/<task>-<model>-<device>.json, with the best checkpoint as .pt and the task's PNG)."""
+    <out_dir>/<task>-<model>-<device>.json, with the best checkpoint as .pt and the task's PNG).
+
+    minutes: a wall-time budget; no epoch starts that the last epoch's duration says would end
+    past it (results["budget_reached"] says whether it cut the run short)."""
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"minutes must be a positive number, got {minutes!r}")
     cfg = task_config(task, T, epochs, quick)
     device = torch.device(device)
     rank, world = _distributed(device)
@@ -187,8 +192,9 @@ def train(task, model_kind="tcn", data_path=None, epochs=None, T=None, device="c
                           sampler=sampler if train_split else None, collate_fn=_first if music else None)
 
     loaders = {split: loader(split, ds) for split, ds in datasets.items()}
-    history, best, best_state = [], None, None
+    history, best, best_state, budget_reached = [], None, None, False
     higher = cfg.metric == "accuracy"
+    run_start = time.perf_counter()
     with use_backend("torch") if device.type == "cpu" else contextlib.nullcontext():  # never the interpreter
         for epoch in range(1, cfg.epochs + 1):
             start = time.perf_counter()
@@ -221,16 +227,29 @@ def train(task, model_kind="tcn", data_path=None, epochs=None, T=None, device="c
             if progress and rank == 0:
                 print(f"{task} {model_kind} epoch {epoch}: train {row['train_loss']:.4g}, valid {cfg.metric} "
                       f"{row['valid_metric']:.4g}, test {row['test_metric']:.4g} ({row['seconds']:.1f} s)", flush=True)
+            if minutes is not None and epoch < cfg.epochs and _out_of_time(run_start, row["seconds"], minutes,
+                                                                           world, device):
+                budget_reached = True
+                break
     results = dict(task=task, model=model_kind, device=device.type, device_name=_device_name(device),
                    versions=_versions(), params=params,
                    config=dict(dataclasses.asdict(cfg), quick=quick, seed=seed, world_size=world,
-                               data=str(data_path) if data_path else None),
-                   epochs=history, best=best)
+                               data=str(data_path) if data_path else None, minutes=minutes),
+                   epochs=history, best=best, budget_reached=budget_reached)
     if world > 1:
         results["ranks_in_sync"] = _ranks_in_sync(model)
     if rank == 0:
         write_results(results, best_state, out_dir)
     return results
+
+
+def _out_of_time(run_start, epoch_seconds, minutes, world, device):
+    """Whether another epoch as long as the last would end past the budget; rank 0's clock decides
+    for every rank, so that all stop after the same epoch."""
+    late = torch.tensor([float(time.perf_counter() - run_start + epoch_seconds > 60 * minutes)], device=device)
+    if world > 1:
+        dist.broadcast(late, 0)
+    return bool(late.item())
 
 
 def _ranks_in_sync(model):
