@@ -54,6 +54,19 @@ def test_baselines_match_the_tcn_parameter_count(task, kind):
     assert abs(parameter_count(build_model(PAPER[task], kind)) - tcn) < 0.02 * tcn
 
 
+def test_baselines_drop_out_at_the_tcn_rate():
+    """The recurrent baselines get the task's dropout on their outputs: random in training, none in
+    evaluation."""
+    cfg = PAPER["music"]
+    model = build_model(cfg, "gru")
+    assert model.dropout.p == cfg.dropout > 0
+    x = torch.rand(1, cfg.c_in, 12)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
 def test_baseline_run_and_the_shared_curves(tmp_path):
     _run("adding", tmp_path, epochs=1)
     results = _run("adding", tmp_path, model_kind="gru", epochs=1)

@@ -124,7 +124,7 @@ def build_model(cfg, kind):
         return tcn
     if kind not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {kind!r}")
-    return recurrent_model(kind, cfg.c_in, cfg.out_features, cfg.every_step, parameter_count(tcn))
+    return recurrent_model(kind, cfg.c_in, cfg.out_features, cfg.every_step, parameter_count(tcn), cfg.dropout)
 
 
 def batch_loss(cfg, out, y):
