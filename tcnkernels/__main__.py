@@ -154,6 +154,8 @@ def parse_args(argv=None):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if getattr(args, "minutes", None) is not None and not args.minutes > 0:
+        parser.error("--minutes must be > 0")
     return args
 
 

@@ -110,6 +110,12 @@ def test_bench_rejects_bad_options():
     assert proc.returncode == 2 and "--rounds must be >= 1" in proc.stderr
 
 
+def test_train_rejects_a_budget_of_no_time():
+    proc = subprocess.run([sys.executable, "-m", "tcnkernels", "train", "adding", "--minutes", "0"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "--minutes must be > 0" in proc.stderr
+
+
 def test_benchmark_files_are_collected():
     proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:xdist"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
