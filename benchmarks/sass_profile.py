@@ -4,17 +4,20 @@
     python benchmarks/sass_profile.py --configs seq-mnist --precisions tf32 --archs 90 --out /tmp/p
 
 Writes sass-sm90.json and sass-sm90.md (default: benchmarks/results/) and prints any broken budget.
-Run it after every kernel or launcher change and compare with the committed tables (see
-../shared/docs/gpu-static-review.md for the method). Needs triton's bundled CUDA tools (Linux wheel).
+Run it after every kernel or launcher change and compare with the committed tables (docs/speed.md
+says how to read them). Needs triton's bundled CUDA tools (Linux wheel). The profile's code lives in
+tools/static_profile (developer tooling, not installed with the package).
 """
 import argparse
 import os
 import sys
+from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels only: the interpreter's cannot be profiled
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default, set so that 3.9 does not warn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
-from tcnkernels.bench import static_profile as sp  # noqa: E402
+from tools.static_profile import profile as sp  # noqa: E402
 
 
 def main():

@@ -7,11 +7,10 @@
     stream = tcnkernels.Streamer(model.eval(), batch_size=1)  # exact step-by-step inference
 """
 from ._backend import BACKENDS, use_backend
+from ._version import __version__
 from .functional import causal_conv1d
 from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, convert
 from .streaming import Streamer
-
-__version__ = "0.1.0"
 
 __all__ = ["BACKENDS", "CausalConv1d", "Streamer", "TemporalBlock", "TemporalConvNet", "causal_conv1d", "convert",
            "use_backend", "__version__"]

@@ -7,10 +7,17 @@ import sys
 
 import torch
 
-from . import __version__, _backend
+from . import _backend
+from ._native import native_ops, native_status
+from ._version import __version__
+from .ops import triton as triton_kernels
 
 # Outside the repository's committed results, so a run in a clone never overwrites them.
 DEFAULT_BENCH_OUT = "tcnkernels-results"
+# `train`'s choices (tcnkernels.tasks.train.TASKS and MODELS, checked equal by the tests), spelled out
+# here so that only `train` imports the tasks and their data.
+TRAIN_TASKS = ("adding", "copy", "music", "mnist1d")
+TRAIN_MODELS = ("tcn", "lstm", "gru")
 
 
 def _device():
@@ -35,8 +42,8 @@ def cmd_info(args):
               f"{props.total_memory / 2**30:.0f} GiB; TF32 for fp32 convs: {torch.backends.cudnn.allow_tf32}")
     else:
         print(f"device     CPU only ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)")
-    print(f"interpreter {'on (TRITON_INTERPRET=1): kernels run on CPU tensors' if _backend.INTERPRETER else 'off'}")
-    from ._native import native_ops, native_status
+    interpreter = "on (TRITON_INTERPRET=1): kernels run on CPU tensors" if triton_kernels.INTERPRETER else "off"
+    print(f"interpreter {interpreter}")
     native_ops()  # builds the C++ CPU helpers on first use (about 10 s once), so the line below is a fact
     print(f"native     {native_status()}")
     cpp_step = "C++ (csrc/stream_step.cpp)" if native_ops() is not None else "PyTorch (no C++ helpers)"
@@ -44,7 +51,7 @@ def cmd_info(args):
     requested = _backend.requested_backend()
     print(f"backend    requested: {requested}")
     for dev in ["cpu"] + (["cuda"] if device.type == "cuda" else []):
-        reason = _backend.triton_unusable_reason(torch.device(dev))
+        reason = triton_kernels.unusable_reason(torch.device(dev))
         triton_state = "usable" if reason is None else f"not usable ({reason})"
         print(f"  {dev:5s}  triton: {triton_state}; torch: usable; auto picks "
               f"{'triton' if reason is None else 'torch'}")
@@ -56,9 +63,9 @@ def cmd_check(args):
     from .selfcheck import run_checks
 
     device = _device()
-    if device.type == "cpu" and not _backend.INTERPRETER:
-        if _backend.TRITON_IMPORT_ERROR is not None:
-            print(f"triton is not importable ({_backend.TRITON_IMPORT_ERROR}): only the torch path exists here")
+    if device.type == "cpu" and not triton_kernels.INTERPRETER:
+        if triton_kernels.IMPORT_ERROR is not None:
+            print(f"triton is not importable ({triton_kernels.IMPORT_ERROR}): only the torch path exists here")
             return 0
         # On a CPU the Triton kernels run only in Triton's interpreter, which must be on before import.
         print("no GPU: checking the Triton kernels in Triton's interpreter on the CPU")
@@ -88,8 +95,11 @@ def cmd_bench(args):
     if device.type == "cpu":
         print("no GPU: running the CPU providers (tcnkernels' torch path vs the reference on CPU); "
               f"{torch.get_num_threads()} threads", flush=True)
-    report = run_report(device, full=args.full, batch_size=args.batch_size, max_length=args.max_length,
-                        rounds=args.rounds, warmup=args.warmup, progress=not args.no_progress,
+    sections = [name for name, on in (("host_overhead", args.host), ("structure", args.structure),
+                                      ("streaming", args.streaming)) if on]
+    report = run_report(device, full=args.full, sections=sections, batch_size=args.batch_size,
+                        max_length=args.max_length, rounds=args.rounds, warmup=args.warmup,
+                        progress=not args.no_progress,
                         on_case=lambda partial: bench_report.write_report(partial, args.out))
     print(bench_report.render_markdown(report))
     if args.compare:
@@ -120,8 +130,16 @@ def build_parser():
     sub.add_parser("check", help=cmd_check.__doc__)
     bench = sub.add_parser("bench", help=cmd_bench.__doc__)
     scope = bench.add_mutually_exclusive_group()
-    scope.add_argument("--quick", action="store_true", help="whole networks, fp32, forward and training (default)")
-    scope.add_argument("--full", action="store_true", help="conv/block/network levels, all modes, fp32+bf16, sweeps")
+    scope.add_argument("--quick", action="store_true",
+                       help="whole paper networks, fp32, forward and training (the default: about 2 minutes on 2 CPU "
+                            "cores)")
+    scope.add_argument("--full", action="store_true",
+                       help="conv/block/network levels, all modes, fp32+bf16, sweeps, and every table below")
+    bench.add_argument("--host", action="store_true", help="also the host-overhead table (launches stubbed)")
+    bench.add_argument("--structure", action="store_true",
+                       help="also launches and saved activations per training step (counted on meta tensors)")
+    bench.add_argument("--streaming", action="store_true",
+                       help="also streaming latency per step (batch 1, 64, 1024: several minutes on a CPU)")
     bench.add_argument("--out", default=DEFAULT_BENCH_OUT,
                        help=f"results folder (default: ./{DEFAULT_BENCH_OUT}; the committed reports live in "
                             "benchmarks/results of a clone: write there only on purpose)")
@@ -131,10 +149,9 @@ def build_parser():
     bench.add_argument("--rounds", type=int, help="timed rounds per provider (default 30 GPU, 5 CPU)")
     bench.add_argument("--warmup", type=int, help="untimed calls first (default 10 GPU, 2 CPU)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from .tasks.train import MODELS, TASKS
     train = sub.add_parser("train", help=cmd_train.__doc__)
-    train.add_argument("task", choices=TASKS)
-    train.add_argument("--model", choices=MODELS, default="tcn", help="the TCN (default) or a matched baseline")
+    train.add_argument("task", choices=TRAIN_TASKS)
+    train.add_argument("--model", choices=TRAIN_MODELS, default="tcn", help="the TCN (default) or a matched baseline")
     train.add_argument("--data", help="music: a .mat dataset (default: the JSB Chorales shipped)")
     train.add_argument("--epochs", type=int, help="override the paper's epoch count")
     train.add_argument("--T", type=int, help="sequence length of adding / copy (paper: 600 / 1000)")

@@ -69,4 +69,6 @@ def native_status():
     """A line for `tcnkernels info`: whether the C++ helpers are in use, or why not."""
     if native_ops.cache_info().currsize == 0:
         return "C++ CPU helpers: not built yet (built on first use)"
-    return "C++ CPU helpers: in use" if native_ops() is not None else f"C++ CPU helpers: not in use ({_status['error']})"
+    if native_ops() is None:
+        return f"C++ CPU helpers: not in use ({_status['error']})"
+    return "C++ CPU helpers: in use"

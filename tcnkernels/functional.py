@@ -3,19 +3,28 @@
 causal_conv1d   one causal dilated conv with fused bias and ReLU
 temporal_block  the TCN residual block (weight norm, dropout, residual, ReLUs)
 """
+import functools
+from typing import Optional, Tuple
+
 import torch
+from torch import Tensor
 
-from ._backend import TRITON_IMPORT_ERROR, select_backend
-from .ops.reference import (ACTIVATIONS, DROPOUT_MODES, causal_conv1d_reference, draw_dropout_seeds,
-                            temporal_block_reference)
+from ._backend import select_backend
+from .ops import triton as triton_kernels
+from .ops.reference import causal_conv1d_reference, draw_dropout_seeds, temporal_block_reference
+from .ops.specs import ACTIVATIONS, DROPOUT_MODES, BlockSpec, ConvSpec
 
-if TRITON_IMPORT_ERROR is None:  # without triton only the torch backend exists
+if triton_kernels.IMPORT_ERROR is None:  # without triton only the torch backend exists
+    from .ops.block import BlockInputs, TemporalBlockFunction, block_forward
     from .ops.conv import CausalConv1dFunction, causal_conv1d_op
-    from .ops.block import TemporalBlockFunction, block_forward
     from .ops.conv_launch import conv_forward
     from .ops.weight_launch import prepare_weight
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# The specs of the calls seen, so that a repeated call finds its spec (and through it its plans) by a
+# C-level cache lookup rather than building a NamedTuple in Python.
+_conv_spec = functools.lru_cache(maxsize=4096)(ConvSpec)
+_block_spec = functools.lru_cache(maxsize=4096)(BlockSpec)
 AUTOCAST_DEVICES = ("cuda", "cpu")  # where torch.autocast exists (asking about "meta" raises)
 
 
@@ -73,7 +82,8 @@ def _autocast_all(*tensors):
     return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
 
 
-def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, dilation: int = 1,
+                  activation: Optional[str] = None) -> Tensor:
     """Causal dilated 1-D convolution with fused bias and activation.
 
     y[:, o, t] = act(bias[o] + sum_{i,k} weight[o, i, k] * x[:, i, t - (K-1-k)*dilation]), with x
@@ -103,11 +113,11 @@ def causal_conv1d(x, weight, bias=None, dilation=1, activation=None):
         return causal_conv1d_reference(x, weight, bias, dilation, activation)
     if torch.compiler.is_compiling():  # the registered op: an opaque node in the compiled graph
         return causal_conv1d_op(x, weight, bias, dilation, ACTIVATIONS[activation])
-    relu = activation == "relu"
+    spec = _conv_spec(weight.shape[2], dilation, activation)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
-        return CausalConv1dFunction.apply(x, weight, bias, dilation, relu)
-    return conv_forward(x, *prepare_weight(weight), bias, dilation, relu)  # inference: no autograd bookkeeping
+        return CausalConv1dFunction.apply(spec, x, weight, bias)
+    return conv_forward(x, prepare_weight(weight), bias, spec=spec)  # inference: no autograd bookkeeping
 
 
 def check_recompute(recompute):
@@ -150,8 +160,10 @@ def _check_block_args(x, v1, g1, b1, v2, g2, b2, wd, bd, dilation, p1, p2, mode,
         raise ValueError("seeds must be an int64 tensor of 2 dropout seeds on x's device")
 
 
-def temporal_block(x, v1, g1, b1, v2, g2, b2, wd=None, bd=None, dilation=1, dropout=(0.0, 0.0),
-                   dropout_mode="element", training=False, seeds=None, recompute=True):
+def temporal_block(x: Tensor, v1: Tensor, g1: Optional[Tensor], b1: Optional[Tensor], v2: Tensor,
+                   g2: Optional[Tensor], b2: Optional[Tensor], wd: Optional[Tensor] = None, bd: Optional[Tensor] = None,
+                   dilation: int = 1, dropout: Tuple[float, float] = (0.0, 0.0), dropout_mode: str = "element",
+                   training: bool = False, seeds: Optional[Tensor] = None, recompute: bool = True) -> Tensor:
     """The TCN residual block: relu(D(relu(conv2(D(relu(conv1(x))))))  + res), fused.
 
     Each conv is causal and dilated, with weight `g * v / ||v||` (norm over (C_in, K) per output
@@ -183,11 +195,12 @@ def temporal_block(x, v1, g1, b1, v2, g2, b2, wd=None, bd=None, dilation=1, drop
     if backend == "triton" and not torch.compiler.is_compiling():
         # The fused block: weight norm and the autocast dtype are handled by its weight kernel; the
         # parameters go in as they are, so their gradients come out in their own dtype.
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, v1, g1, b1, v2, g2, b2, wd, bd)):
-            return TemporalBlockFunction.apply(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds if drop else None, dilation,
-                                               p1, p2, dropout_mode, drop, recompute)
-        return block_forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds if drop else None, dilation, p1, p2,
-                             dropout_mode, drop, keep_branch=False)[0]
+        inputs = tuple.__new__(BlockInputs, (x, v1, g1, b1, v2, g2, b2, wd, bd, seeds if drop else None))
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            return TemporalBlockFunction.apply(_block_spec(v1.shape[2], dilation, (p1, p2), dropout_mode, drop,
+                                                           recompute), *inputs)
+        # no backward: conv2's output is not kept, whatever `recompute` says
+        return block_forward(_block_spec(v1.shape[2], dilation, (p1, p2), dropout_mode, drop, True), inputs)[0]
     # Separate ops: the PyTorch path, or the registered conv ops for torch.compile. Weight norm in the
     # parameters' dtype (fp32 under autocast, as nn.utils.weight_norm), the convs in the autocast dtype.
     b1, b2, wd, bd = cast[3], cast[6], cast[7], cast[8]

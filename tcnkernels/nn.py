@@ -4,7 +4,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .functional import causal_conv1d, check_recompute, temporal_block
-from .ops.reference import ACTIVATIONS, DROPOUT_MODES, TemporalBlockBase, draw_dropout_seeds, temporal_levels
+from .ops.reference import TemporalBlockBase, draw_dropout_seeds, temporal_levels
+from .ops.specs import ACTIVATIONS, DROPOUT_MODES
 
 # Legacy `torch.nn.utils.weight_norm` state_dict names -> `parametrizations.weight_norm` names.
 _LEGACY_WEIGHT_NORM_KEYS = {"weight_g": "parametrizations.weight.original0",
@@ -184,7 +185,7 @@ class TemporalConvNet(nn.Module):
         return x
 
 
-def _is_reference_block(module):
+def is_reference_block(module):
     """Duck-typed: the authors' TemporalBlock and its copies, whatever the class is called."""
     return (not isinstance(module, TemporalBlock)
             and isinstance(getattr(module, "conv1", None), nn.Conv1d)
@@ -194,7 +195,7 @@ def _is_reference_block(module):
             and hasattr(module, "chomp1") and hasattr(module, "downsample"))
 
 
-def _weight_norm_parameters(conv):
+def weight_norm_parameters(conv):
     """(g, v): the Parameters of a weight-normalised conv (legacy or parametrizations API), or None."""
     if isinstance(getattr(conv, "weight_g", None), nn.Parameter) and isinstance(getattr(conv, "weight_v", None),
                                                                                 nn.Parameter):
@@ -210,7 +211,7 @@ def _convert_block(ref):
     """A fused block holding `ref`'s own Parameter objects (g, v, biases, downsample), so that an
     optimizer built before convert() goes on updating the network."""
     conv1 = ref.conv1
-    norms = [_weight_norm_parameters(c) for c in (ref.conv1, ref.conv2)]
+    norms = [weight_norm_parameters(c) for c in (ref.conv1, ref.conv2)]
     if (norms[0] is None) != (norms[1] is None):
         raise ValueError("convert: conv1 and conv2 of a reference block must both use weight norm, or neither")
     # Building the block draws its init from the RNG; fork it so convert() leaves the user's
@@ -244,10 +245,10 @@ def convert(model):
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
-    if _is_reference_block(model):
+    if is_reference_block(model):
         return _convert_block(model)
     for name, child in model.named_children():
-        if _is_reference_block(child):
+        if is_reference_block(child):
             setattr(model, name, _convert_block(child))
         else:
             convert(child)

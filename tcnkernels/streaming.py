@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _backend
 from ._native import native_ops
-from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, _is_reference_block, _weight_norm_parameters
+from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, is_reference_block, weight_norm_parameters
+from .ops import triton as triton_kernels
 
 STEP_BACKENDS = ("auto", "cpp", "triton", "torch")
 _VERSION = operator.attrgetter("_version")
@@ -54,7 +54,7 @@ class _Conv:
     def fold(self):
         """The effective weight (weight norm applied, legacy or parametrized) and bias, detached."""
         conv = self.module
-        norm = _weight_norm_parameters(conv)
+        norm = weight_norm_parameters(conv)
         with torch.no_grad():
             weight = conv.weight if norm is None else torch._weight_norm(norm[1], norm[0], 0)
             self.weight = weight.detach().clone()
@@ -127,7 +127,7 @@ def _stages(model):
     """The model as a flat list of stages, or a ValueError naming what cannot stream."""
     if isinstance(model, CausalConv1d):
         return [_ConvStage(model)]
-    if isinstance(model, TemporalBlock) or _is_reference_block(model):
+    if isinstance(model, TemporalBlock) or is_reference_block(model):
         return [_Block(model)]
     if isinstance(model, nn.Sequential):
         return [stage for child in model for stage in _stages(child)]
@@ -196,7 +196,7 @@ class Streamer:
             self._state = [zeros(batch_size, c.history + 1, c.c_in) if c.history else zeros(0) for c in self.convs]
             self._positions = torch.zeros(len(self.convs), dtype=torch.int64)
         elif self.backend == "triton":
-            from .ops.stream_launch import TritonStream
+            from .ops.stream_launch import TritonStream  # lazily: it needs triton, the other steps do not
             self._triton = TritonStream(self.convs, self._cpp_program()[0], batch_size, self.device)
             self._state = []
         else:
@@ -222,12 +222,15 @@ class Streamer:
             if self.device.type != "cpu" or self.dtype not in (torch.float32, torch.float64):
                 return f"it runs fp32 or fp64 CPU models, this one is {self.dtype} on {self.device}"
             return "the C++ helpers are not available (tcnkernels info says why)" if native_ops() is None else None
-        from .ops.stream_launch import MAX_CHANNELS, stream_channels
         if self.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             return f"it runs fp32, fp16 or bf16 models, this one is {self.dtype}"
+        reason = triton_kernels.unusable_reason(self.device)
+        if reason is not None:
+            return reason
+        from .ops.stream_launch import MAX_CHANNELS, stream_channels  # lazily: it needs triton (importable here)
         if stream_channels(self.convs) > MAX_CHANNELS:
             return f"it keeps layers of up to {MAX_CHANNELS} channels in registers"
-        return _backend.triton_unusable_reason(self.device)
+        return None
 
     def _cpp_program(self):
         """(stages as 4 ints each, dilations, relu flags) for the C++ step."""
@@ -315,6 +318,10 @@ class Streamer:
         """The C++ ring slots of conv i's last `history` inputs, oldest first."""
         return history_slots(int(self._positions[i]), self.convs[i].history, self._state[i].shape[1])
 
+    def _triton_slots(self, i):
+        """The Triton step's ring slots of conv i's last `history` inputs, oldest first."""
+        return history_slots(self._triton.position(i), self.convs[i].history, self._triton.slots[i], self.device)
+
     def state_dict(self):
         """{"<conv>": its last (K-1)*dilation inputs (B, C_in, (K-1)*dilation)}, plain tensors (copies),
         the same for both steps."""
@@ -322,7 +329,7 @@ class Streamer:
             return {str(i): self._state[i][:, self._ring_slots(i)].transpose(1, 2).contiguous()
                     for i, c in enumerate(self.convs) if c.history}
         if self.backend == "triton":
-            return {str(i): self._triton.ring_view(i)[:, self._triton.history_slots(i), :c.c_in].transpose(1, 2)
+            return {str(i): self._triton.ring_view(i)[:, self._triton_slots(i), :c.c_in].transpose(1, 2)
                     .to(self.dtype).contiguous() for i, c in enumerate(self.convs) if c.history}
         return {str(i): cache.clone() for i, cache in enumerate(self._state) if cache is not None}
 
@@ -340,6 +347,6 @@ class Streamer:
                 self._state[i][:, self._ring_slots(i)] = state[key].to(self.dtype).transpose(1, 2)
             elif self.backend == "triton":
                 view = self._triton.ring_view(i)
-                view[:, self._triton.history_slots(i), :self.convs[i].c_in] = state[key].float().transpose(1, 2)
+                view[:, self._triton_slots(i), :self.convs[i].c_in] = state[key].float().transpose(1, 2)
             else:
                 self._state[i].copy_(state[key])

@@ -2,7 +2,10 @@
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tcnkernels.selfcheck import conv_grads as reference_grads  # noqa: F401 (used by the test modules)
+import tcnkernels
+from tcnkernels.ops import launching
+from tcnkernels.ops.reference import causal_conv1d_reference
+from tcnkernels.selfcheck import conv_grads as reference_grads
 from tcnkernels.selfcheck import error_and_bound
 
 
@@ -27,6 +30,25 @@ def assert_close_to_reference(name, actual, ref64, torch_same_dtype):
                              f"got {actual[idx].item()!r}, expected {ref64[idx].item()!r}")
 
 
+def check_conv_parity(x, w, b, dilation, act, dy=None):
+    """The triton backend's causal_conv1d and its three gradients against the fp64 reference, within
+    the tolerance rule (PyTorch's own error in x's dtype). dy: the output gradient (random if None)."""
+    with tcnkernels.use_backend("triton"):
+        y = tcnkernels.causal_conv1d(x, w, b, dilation, act)
+    detached = [None if t is None else t.detach() for t in (x, w, b)]
+    y64 = causal_conv1d_reference(*[None if t is None else t.double() for t in detached], dilation, act)
+    assert_close_to_reference("y", y.detach(), y64, causal_conv1d_reference(*detached, dilation, act))
+    if dy is None:
+        dy = torch.randn_like(y)
+    leaves = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad(y, leaves, dy)
+    y_mask = y.detach() if act == "relu" else None
+    grads64 = reference_grads(x, w, b, dilation, y_mask, dy, torch.float64)
+    grads_torch = reference_grads(x, w, b, dilation, y_mask, dy, x.dtype)
+    for name, got, ref64, ref_torch in zip(("dx", "dweight", "dbias"), grads, grads64, grads_torch):
+        assert_close_to_reference(name, got, ref64, ref_torch)
+
+
 class OpRecorder(TorchDispatchMode):
     """Records every aten/custom op that runs inside the `with` block."""
 
@@ -46,16 +68,14 @@ class LaunchRecorder:
     """Records the name of every Triton kernel launched inside the `with` block (they still run)."""
 
     def __enter__(self):
-        from tcnkernels.ops import launching
         self.launches, self._launch = [], launching.launch
 
-        def record(kernel, grid, device_of, args, meta):
+        def record(kernel, grid, device_of, tensors, static):
             self.launches.append(kernel.fn.__name__)
-            return self._launch(kernel, grid, device_of, args, meta)
+            return self._launch(kernel, grid, device_of, tensors, static)
 
         launching.launch = record
         return self
 
     def __exit__(self, *exc):
-        from tcnkernels.ops import launching
         launching.launch = self._launch

@@ -1,12 +1,12 @@
 """Interpreter tier: the fused TemporalBlock (weight kernel, two conv kernels, five backward launches,
-six with conv2's output recomputed) against the PyTorch reference of the block, outputs and every gradient, g and v included."""
+six with conv2's output recomputed) against the PyTorch reference of the block, outputs and every
+gradient, g and v included."""
 import pytest
 import torch
 
 import tcnkernels
-from tcnkernels.ops.reference import temporal_block_reference
-
 from helpers import assert_close_to_reference, guarded
+from tcnkernels.ops.reference import temporal_block_reference
 
 # (B, C_in, C_out, L, K, dilation): awkward sizes first; C_in != C_out has a downsample.
 CASES = [
@@ -64,18 +64,20 @@ def check_block(case, dtype, device, p=0.0, seeds=None, recompute=True):
         assert_close_to_reference(f"d{NAMES[i]}", g, r64, r)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", [pytest.param(c, id=i, marks=[pytest.mark.slow] if c[2] == 70 else [])
+                                  for c, i in zip(CASES, IDS)])
 def test_fp32_block_matches_reference(case, device):
     check_block(case, torch.float32, device)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("case", [CASES[2], CASES[3]], ids=[IDS[2], IDS[3]])
+@pytest.mark.parametrize("case", [CASES[2], pytest.param(CASES[3], marks=pytest.mark.slow)], ids=[IDS[2], IDS[3]])
 def test_low_precision_block_matches_reference(case, dtype, device):
     check_block(case, dtype, device)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[6]], ids=[IDS[1], IDS[3], IDS[6]])
+@pytest.mark.parametrize("case", [CASES[1], pytest.param(CASES[3], marks=pytest.mark.slow),
+                                  pytest.param(CASES[6], marks=pytest.mark.slow)], ids=[IDS[1], IDS[3], IDS[6]])
 def test_block_with_dropout_matches_reference_on_the_same_seeds(case, device):
     check_block(case, torch.float32, device, p=0.3, seeds=torch.tensor([5, 6], device=device))
 
@@ -99,14 +101,17 @@ def test_dropout_modes_match_the_reference(mode, device):
     torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
 
 
-def test_fp64_gradcheck_with_dropout(device):
+@pytest.mark.parametrize("fast", [pytest.param(True, id="fast-mode"),
+                                  pytest.param(False, id="full", marks=pytest.mark.slow)])
+def test_fp64_gradcheck_with_dropout(fast, device):
+    """fast_mode: the Jacobian along random directions (the fast loop's); full: every element."""
     inputs = make_block_inputs((2, 3, 4, 9, 2, 2), torch.float64, device)
     seeds = torch.tensor([21, 22], device=device)
 
     def fn(*args):
         return fused(list(args), 2, 0.4, seeds)
 
-    assert torch.autograd.gradcheck(fn, tuple(inputs), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(fn, tuple(inputs), eps=1e-6, atol=1e-6, fast_mode=fast)
 
 
 def test_create_graph_second_derivatives(device):
@@ -130,6 +135,7 @@ def test_create_graph_second_derivatives(device):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_autocast_runs_bf16_with_fp32_parameter_gradients(device):
     inputs = make_block_inputs(CASES[3], torch.float32, device)
     with torch.autocast(device.type, dtype=torch.bfloat16):

@@ -28,6 +28,7 @@ def test_info_names_versions_device_and_backends():
         assert needle in out, out
 
 
+@pytest.mark.slow
 def test_check_runs_the_kernels_and_passes():
     out = run_cli("check")
     assert "all checks passed" in out and "FAIL" not in out, out
@@ -36,12 +37,18 @@ def test_check_runs_the_kernels_and_passes():
     assert "`err` is the kernel's largest absolute error" in out and " err " in out and "(bound " in out
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_the_report(tmp_path):
     # Run from an empty folder with no --out: the files land in ./tcnkernels-results, never in a
     # clone's committed benchmarks/results.
-    out = run_cli("bench", "--quick", "--batch-size", "2", "--max-length", "48", "--rounds", "2", "--warmup", "1",
-                  "--no-progress", cwd=tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "tcnkernels", "bench", "--quick", "--structure", "--batch-size", "2",
+                           "--max-length", "48", "--rounds", "2", "--warmup", "1"], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
     assert "CPU providers" in out
+    # progress reaches a log, not only a terminal: one line per finished case
+    assert "seq-mnist network forward fp32: tcnkernels " in proc.stderr, proc.stderr[-2000:]
     [json_path] = (tmp_path / DEFAULT_BENCH_OUT).glob("*.json")
     assert f"wrote {DEFAULT_BENCH_OUT}/" in out and not (tmp_path / "benchmarks").exists()
     report = json.loads(json_path.read_text())
@@ -53,7 +60,9 @@ def test_bench_quick_writes_the_report(tmp_path):
     markdown = json_path.with_suffix(".md").read_text()
     assert "| seq-mnist | network | forward |" in markdown and "## Goals" in markdown
     assert "## One training step" in markdown and report["structure"]
-    assert "## Streaming inference" in markdown and {r["provider"] for r in report["streaming"]} >= {"naive streamer"}
+    # the long tables not asked for are left out, and the report says how to get them
+    assert "host_overhead" not in report and "streaming" not in report
+    assert "Not in this report: --host, --streaming" in markdown
     assert json_path.with_suffix(".png").exists()
     # A rerun at the same shapes compares every case with the stored report...
     again = run_cli("bench", "--batch-size", "2", "--max-length", "48", "--rounds", "1", "--warmup", "1",
@@ -63,6 +72,24 @@ def test_bench_quick_writes_the_report(tmp_path):
     other = run_cli("bench", "--batch-size", "2", "--max-length", "40", "--rounds", "1", "--warmup", "1",
                     "--out", str(tmp_path / "other"), "--compare", str(json_path), "--no-progress")
     assert "of stored" not in other and f"{len(report['results'])} case(s) have no stored result" in other
+
+
+def test_default_bench_plan_is_the_short_one():
+    """The default report: the paper networks in fp32, forward and training, tcnkernels against the
+    reference, and none of the long tables (they need --full or their own flag)."""
+    cases = configs.plan(torch.device("cpu"), full=False)
+    assert len(cases) == 2 * len(configs.PAPER_CONFIGS)
+    assert {(s.level, d) for s, _, d, _ in cases} == {("network", "fp32")}
+    assert all(p == list(configs.CPU_PROVIDERS) for *_, p in cases)
+
+
+def test_streaming_table_from_a_short_measurement():
+    from tcnkernels.bench import streaming
+    rows = streaming.measure(configs=("adding",), batches=(1,), blocks=1)
+    assert {r["provider"] for r in rows} >= {"tcnkernels (C++)", "naive streamer", "lstm"}
+    assert all(r["us_per_step"] > 0 for r in rows)
+    lines = streaming.streaming_table(rows)
+    assert any(line.startswith("| adding | 1 | ") for line in lines)
 
 
 def _report(results, device="GPU"):
@@ -75,7 +102,8 @@ def test_chart_plots_the_speedups():
     """The bars are tcnkernels' speed-ups over each baseline, one group per network case."""
     results = [_fake_result("tcnkernels", "adding", "forward", 1.0), _fake_result("cudnn", "adding", "forward", 3.0),
                _fake_result("lstm", "adding", "forward", 5.0),
-               _fake_result("tcnkernels", "seq-mnist", "forward", 2.0), _fake_result("cudnn", "seq-mnist", "forward", 3.0),
+               _fake_result("tcnkernels", "seq-mnist", "forward", 2.0),
+               _fake_result("cudnn", "seq-mnist", "forward", 3.0),
                dict(_fake_result("compiled", "adding", "forward", 1.0), error="RuntimeError: boom")]
     fig = bench_report.draw_chart(_report(results))
     ax = fig.axes[0]
@@ -116,6 +144,7 @@ def test_train_rejects_a_budget_of_no_time():
     assert proc.returncode == 2 and "--minutes must be > 0" in proc.stderr
 
 
+@pytest.mark.slow
 def test_benchmark_files_are_collected():
     proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--collect-only", "-q", "-p", "no:xdist"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -160,15 +189,59 @@ def test_goals_report_met_missed_and_unmeasured():
     assert "## Goals" in bench_report.render_markdown(report)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,dtype", [("step", "bf16"), ("forward", "fp32")])
 def test_every_provider_runs_a_case(mode, dtype):
     """The GPU baselines' code paths (cuDNN settings, torch.compile, LSTM/GRU, autocast, optimizer
-    step) run on a CPU too; only their timings need a GPU to mean anything."""
+    step) run on a CPU too; only their timings need a GPU to mean anything. A provider this CPU
+    cannot run (oneDNN's bf16 LSTM needs AVX-512) is reported as skipped, with the reason, exactly
+    when a tiny model of it fails here."""
     shape = configs.Shape("tiny", "network", 2, 3, (4, 4), 3, 32, dropout=0.1)
     ceilings = {"bandwidth_Bps": 1e10, "dense_flops": {"fp32": 1e11, "bf16": 1e11}}
     names = ["tcnkernels", "cudnn", "cudnn-deterministic", "compiled", "lstm", "gru"]
     results = timing.run_case(shape, mode, dtype, names, torch.device("cpu"), ceilings, rounds=2, warmup=1)
     assert [r["provider"] for r in results] == names
     for r in results:
-        assert r["median_ms"] > 0 and r["rounds"] == 2 and r["floor_bound"] in ("memory", "compute")
+        reason = providers.unsupported_reason(r["provider"], mode, dtype, torch.device("cpu"))
+        if reason is None:
+            assert r["median_ms"] > 0 and r["rounds"] == 2 and r["floor_bound"] in ("memory", "compute"), r
+        else:
+            assert r["skipped"] == reason and "median_ms" not in r and "error" not in r
     assert not torch.backends.cudnn.deterministic
+
+
+def test_a_provider_this_cpu_cannot_run_is_skipped_with_its_reason(monkeypatch):
+    """On a CPU whose oneDNN has no bf16 LSTM, the bf16 LSTM is a skipped provider in the report,
+    not an error and not a crash; the probe that decides it runs the real LSTM."""
+    real = providers.unsupported_reason("lstm", "step", "bf16", torch.device("cpu"))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = torch.nn.LSTM(3, 4)(torch.randn(5, 2, 3))[0]
+        out.float().sum().backward()
+        runs = True
+    except RuntimeError:
+        runs = False
+    assert (real is None) == runs
+    monkeypatch.setattr(providers, "_recurrent_probe", lambda kind, device_type, dtype: f"{kind} needs AVX-512")
+    shape = configs.Shape("tiny", "network", 2, 3, (4, 4), 3, 32)
+    ceilings = {"bandwidth_Bps": 1e10, "dense_flops": {"fp32": 1e11, "bf16": 1e11}}
+    results = timing.run_case(shape, "forward", "bf16", ["tcnkernels", "lstm"], torch.device("cpu"), ceilings,
+                              rounds=1, warmup=1)
+    assert results[1] == dict(timing.case_fields(shape, "forward", "bf16"), provider="lstm",
+                              skipped="lstm needs AVX-512")
+    markdown = bench_report.render_markdown(_report(results, device="CPU"))
+    assert "## Providers this device cannot run (skipped)" in markdown and "lstm needs AVX-512" in markdown
+
+
+def test_train_choices_match_the_tasks():
+    from tcnkernels.__main__ import TRAIN_MODELS, TRAIN_TASKS
+    from tcnkernels.tasks.train import MODELS, TASKS
+    assert (TRAIN_TASKS, TRAIN_MODELS) == (TASKS, MODELS)
+
+
+def test_info_imports_no_task_and_no_bench():
+    code = ("import sys; from tcnkernels.__main__ import main; main(['info']); "
+            "print(sorted(m for m in sys.modules if m.startswith(('tcnkernels.tasks', 'tcnkernels.bench'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -3,11 +3,9 @@ import pytest
 import torch
 
 import tcnkernels
-from tcnkernels import _backend
-from tcnkernels.ops import conv
+from helpers import LaunchRecorder, OpRecorder, check_conv_parity, guarded, reference_grads
+from tcnkernels.ops import conv, launching
 from tcnkernels.ops.reference import causal_conv1d_reference
-
-from helpers import LaunchRecorder, OpRecorder, assert_close_to_reference, guarded, reference_grads
 
 # (B, C_in, C_out, L, K, dilation, bias, relu): awkward sizes first. Tiles are 64 steps and up to 64
 # channels / 64 reduction columns (C_in*K), so 63/65/130/257 cross tile edges, 33*7 and 70 make
@@ -61,22 +59,8 @@ def make_inputs(case, dtype, device, requires_grad=True):
 
 def check_case(case, dtype, device):
     x, w, b, dilation, act = make_inputs(case, dtype, device)
-    with tcnkernels.use_backend("triton"):
-        y = tcnkernels.causal_conv1d(x, w, b, dilation, act)
-    leaves64 = [t.detach().double() for t in (x, w, b) if t is not None]
-    bias64 = leaves64[2] if b is not None else None
-    y64 = causal_conv1d_reference(leaves64[0], leaves64[1], bias64, dilation, act)
-    y_torch = causal_conv1d_reference(x.detach(), w.detach(), None if b is None else b.detach(), dilation, act)
-    assert_close_to_reference("y", y.detach(), y64, y_torch)
-
-    dy = guarded(torch.randn_like(y))
-    leaves = [t for t in (x, w, b) if t is not None]
-    grads = torch.autograd.grad(y, leaves, dy)
-    y_mask = y.detach() if act == "relu" else None
-    grads64 = reference_grads(x, w, b, dilation, y_mask, dy, torch.float64)
-    grads_torch = reference_grads(x, w, b, dilation, y_mask, dy, dtype)
-    for name, got, ref64, ref_torch in zip(("dx", "dweight", "dbias"), grads, grads64, grads_torch):
-        assert_close_to_reference(name, got, ref64, ref_torch)
+    dy = guarded(torch.randn(x.shape[0], w.shape[0], x.shape[2], dtype=dtype, device=device))
+    check_conv_parity(x, w, b, dilation, act, dy)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
@@ -100,8 +84,14 @@ GRADCHECK_CASES = [(2, 3, 4, 9, 3, 2, True, True), (1, 2, 3, 5, 2, 8, False, Fal
                    (2, 3, 2, 8, 1, 4, True, True), (1, 2, 18, 7, 4, 1, True, False)]
 
 
+# fast_mode checks the Jacobian along random directions (two evaluations per input, not one per
+# element): the fast loop's; the full Jacobian is the slow tier's.
+GRADCHECK_MODES = [pytest.param(True, id="fast-mode"), pytest.param(False, id="full", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("fast", GRADCHECK_MODES)
 @pytest.mark.parametrize("case", GRADCHECK_CASES, ids=lambda c: f"ci{c[1]}-co{c[2]}-L{c[3]}-K{c[4]}-d{c[5]}")
-def test_fp64_gradcheck(case, device):
+def test_fp64_gradcheck(case, fast, device):
     x, w, b, dilation, act = make_inputs(case, torch.float64, device)
     inputs = (x, w, b) if b is not None else (x, w)
 
@@ -109,7 +99,7 @@ def test_fp64_gradcheck(case, device):
         return tcnkernels.causal_conv1d(args[0], args[1], args[2] if len(args) > 2 else None, dilation, act)
 
     with tcnkernels.use_backend("triton"):
-        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
+        assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, fast_mode=fast)
 
 
 def test_channel_last_and_sliced_inputs(device):
@@ -158,6 +148,7 @@ def test_sum_backward_matches_reference(device):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_weight_gradients_are_bitwise_deterministic(device):
     # B * time blocks = 4 * 5 = 20 items over several chunks: the partial-sum path is exercised.
     x, w, b, dilation, act = make_inputs((4, 5, 17, 300, 3, 4, True, True), torch.float32, device)
@@ -173,7 +164,7 @@ def test_weight_gradients_are_bitwise_deterministic(device):
 def test_input_gradient_skipped_when_not_needed(device, monkeypatch):
     calls = []
     original = conv.conv_input_grad
-    monkeypatch.setattr(conv, "conv_input_grad", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(conv, "conv_input_grad", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     x, w, b, dilation, act = make_inputs(CASES[3], torch.float32, device)
     x.requires_grad_(False)
     with tcnkernels.use_backend("triton"):
@@ -209,7 +200,7 @@ def test_unbatched_input(device):
 def test_outputs_are_poisoned_before_kernels_write_them(device):
     """The poisoning the other tests rely on is on: fresh kernel buffers start as NaN."""
     x = torch.randn(1, 2, 3, device=device)
-    assert torch.isnan(_backend.new_output(x, (4, 5))).all()
+    assert torch.isnan(launching.new_output(x, (4, 5))).all()
 
 
 def test_forced_triton_runs_no_pytorch_convolution(device):
@@ -222,6 +213,7 @@ def test_forced_triton_runs_no_pytorch_convolution(device):
                                  "weight_grad_finalize_kernel", "causal_conv1d_kernel"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [CASES[1], CASES[5], CASES[8]], ids=[CASE_IDS[i] for i in (1, 5, 8)])
 def test_opcheck(case, device):
     x, w, b, dilation, act = make_inputs(case, torch.float32, device)
@@ -254,17 +246,15 @@ def test_int64_row_offsets(device, monkeypatch):
     """The variant with int64 in-row offsets (picked when a row spans 2^31 elements: too big for
     CI) computes the same thing; the GPU tier runs a real input past 2^31 elements."""
     from tcnkernels.ops import conv_launch
-    plans = (conv_launch._conv_plan, conv_launch._weight_grad_plan)
-    for plan in plans:
-        plan.cache_clear()
+    launching.clear_plans()
     monkeypatch.setattr(conv_launch, "needs_int64", lambda *rows: True)
     try:
         check_case(CASES[5], torch.float32, device)
     finally:
-        for plan in plans:
-            plan.cache_clear()
+        launching.clear_plans()
 
 
+@pytest.mark.slow
 def test_create_graph_gives_second_derivatives(device):
     """backward(create_graph=True) runs a differentiable backward: gradgradcheck in fp64."""
     x, w, b, dilation, act = make_inputs(GRADCHECK_CASES[0], torch.float64, device)

@@ -5,8 +5,13 @@ import torch
 
 import tcnkernels
 from tcnkernels import _native
-from tcnkernels.ops.reference import (dropout_keep_mask, dropout_reference, dropout_threshold, philox4x32,
-                                      temporal_block_reference)
+from tcnkernels.ops.reference import (
+    dropout_keep_mask,
+    dropout_reference,
+    dropout_threshold,
+    philox4x32,
+    temporal_block_reference,
+)
 
 
 @pytest.mark.parametrize("L", [1, 7, 64, 130])

@@ -5,6 +5,7 @@ import torch
 import tcnkernels
 from tcnkernels import _backend
 from tcnkernels.ops import launching
+from tcnkernels.ops import triton as triton_kernels
 from tcnkernels.ops.reference import causal_conv1d_reference
 
 
@@ -73,7 +74,7 @@ def test_backend_precedence(monkeypatch, device):
 
 
 def test_cpu_without_interpreter_uses_torch_or_says_why(monkeypatch):
-    monkeypatch.setattr(_backend, "INTERPRETER", False)
+    monkeypatch.setattr(triton_kernels, "INTERPRETER", False)
     cpu = torch.device("cpu")
     assert _backend.select_backend(cpu) == "torch"
     with tcnkernels.use_backend("triton"), pytest.raises(ValueError, match="need Triton's interpreter"):

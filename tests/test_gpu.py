@@ -4,9 +4,8 @@ import pytest
 import torch
 
 import tcnkernels
+from helpers import assert_close_to_reference, check_conv_parity
 from tcnkernels.ops.reference import causal_conv1d_reference
-
-from helpers import assert_close_to_reference, reference_grads
 
 pytestmark = pytest.mark.gpu
 
@@ -23,19 +22,7 @@ def _parity(B, C, L, K, dilation, dtype, relu=True):
     x = torch.randn(B, C, L, device="cuda", dtype=dtype, requires_grad=True)
     w = (torch.randn(C, C, K, device="cuda", dtype=dtype) / (C * K) ** 0.5).requires_grad_()
     b = torch.randn(C, device="cuda", dtype=dtype, requires_grad=True)
-    act = "relu" if relu else None
-    with tcnkernels.use_backend("triton"):
-        y = tcnkernels.causal_conv1d(x, w, b, dilation, act)
-    y64 = causal_conv1d_reference(x.double(), w.double(), b.double(), dilation, act)
-    assert_close_to_reference("y", y.detach(), y64.detach(),
-                              causal_conv1d_reference(x, w, b, dilation, act).detach())
-    dy = torch.randn_like(y)
-    grads = torch.autograd.grad(y, (x, w, b), dy)
-    mask_from = y.detach() if relu else None
-    grads64 = reference_grads(x, w, b, dilation, mask_from, dy, torch.float64)
-    grads_torch = reference_grads(x, w, b, dilation, mask_from, dy, dtype)
-    for name, got, r64, rt in zip(("dx", "dweight", "dbias"), grads, grads64, grads_torch):
-        assert_close_to_reference(name, got, r64, rt)
+    check_conv_parity(x, w, b, dilation, "relu" if relu else None)
 
 
 @pytest.mark.parametrize("tf32", [True, False], indirect=True, ids=["tf32", "ieee"])

@@ -2,7 +2,9 @@
 runs them on real binaries)."""
 import pytest
 
-from tcnkernels.bench import host, sass, static_profile
+from tcnkernels.bench import host
+from tools.static_profile import profile as static_profile
+from tools.static_profile import sass
 
 SASS = """
         /*0000*/                   LDC R1, c[0x0][0x28] ;

@@ -1,4 +1,5 @@
-"""The README's code blocks: every Python block runs on a CPU, every shell command names real things."""
+"""The code blocks of the README and of docs/: every Python block runs on a CPU, every shell command
+names real things, every page of docs/ is linked from the README and every relative link resolves."""
 import os
 import re
 import shlex
@@ -12,18 +13,32 @@ import tomllib
 from tcnkernels.__main__ import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = re.findall(r"```(\w*)\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-PYTHON_BLOCKS = [code for lang, code in BLOCKS if lang == "python"]
-SHELL_LINES = [line.split(" #")[0].strip() for lang, code in BLOCKS if lang == "bash"
+PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+BLOCKS = [(page.relative_to(ROOT).as_posix(), lang, code) for page in PAGES
+          for lang, code in re.findall(r"```(\w*)\n(.*?)```", page.read_text(), re.S)]
+PYTHON_BLOCKS = [(page, code) for page, lang, code in BLOCKS if lang == "python"]
+SHELL_LINES = [line.split(" #")[0].strip() for _, lang, code in BLOCKS if lang == "bash"
                for line in code.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+PYTHON_IDS = [f"{page}-python{i}" for i, (page, _) in enumerate(PYTHON_BLOCKS)]
 
 
-def test_the_readme_has_code_to_check():
+def test_the_pages_have_code_to_check():
     assert PYTHON_BLOCKS and len(SHELL_LINES) >= 5
 
 
-@pytest.mark.parametrize("code", PYTHON_BLOCKS, ids=[f"python{i}" for i in range(len(PYTHON_BLOCKS))])
-def test_python_block_runs_on_a_cpu(code, tmp_path):
+def test_every_doc_is_linked_from_the_readme_and_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"docs/{page.name}" in readme for page in PAGES[1:]), [p.name for p in PAGES[1:]]
+    for page in PAGES:
+        prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", page.read_text(), flags=re.S))  # no code
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", prose):
+            if not re.match(r"\w+://", target):
+                assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page,code", PYTHON_BLOCKS, ids=PYTHON_IDS)
+def test_python_block_runs_on_a_cpu(page, code, tmp_path):
     # As a new user runs it: a fresh interpreter, no Triton interpreter switched on by a test harness.
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TCNKERNELS_BACKEND")}
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

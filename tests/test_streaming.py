@@ -39,15 +39,19 @@ def tcn(dtype=torch.float32, c_in=3, widths=(6, 6, 5), kernel_size=3):
 
 
 STEPS = ["cpp", "triton", "torch"]
+# The Triton step runs in the interpreter (seconds a test): the fast loop keeps it in the reference
+# models' tests, the longer sequences of the others are the slow tier's.
+TRITON_SLOW = pytest.param("triton", marks=pytest.mark.slow)
+STEPS_TRITON_SLOW = ["cpp", TRITON_SLOW, "torch"]
 
 
 # the Triton step: fp32/fp16/bf16 only, and one chunking (the interpreter is slow)
-CHUNKINGS = [(torch.float32, 0, "triton")] + [(dtype, seed, backend) for backend in ("cpp", "torch")
-                                              for dtype in (torch.float32, torch.float64) for seed in (0, 1, 2)]
+CHUNKINGS = [pytest.param(torch.float32, 0, "triton", marks=pytest.mark.slow, id="triton-float32-seed0")] + [
+    pytest.param(dtype, seed, backend, id=f"{backend}-{str(dtype)[6:]}-seed{seed}") for backend in ("cpp", "torch")
+    for dtype in (torch.float32, torch.float64) for seed in (0, 1, 2)]
 
 
-@pytest.mark.parametrize("dtype,seed,backend", CHUNKINGS,
-                         ids=[f"{b}-{str(d)[6:]}-seed{s}" for d, s, b in CHUNKINGS])
+@pytest.mark.parametrize("dtype,seed,backend", CHUNKINGS)
 def test_random_chunkings_match_the_full_forward(dtype, seed, backend):
     model = tcn(dtype)
     x = torch.randn(2, 3, 70, dtype=dtype)
@@ -59,7 +63,7 @@ def test_random_chunkings_match_the_full_forward(dtype, seed, backend):
     torch.testing.assert_close(got, full_forward(model, x), **tol)
 
 
-@pytest.mark.parametrize("backend", STEPS)
+@pytest.mark.parametrize("backend", STEPS_TRITON_SLOW)
 def test_one_step_at_a_time_and_any_strides(backend):
     model = tcn()
     x = torch.randn(30, 3, 2).permute(2, 1, 0)  # (2, 3, 30), time the slowest axis
@@ -81,7 +85,8 @@ def test_reference_models_stream(api, converted, backend):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("pointwise,backend", [(nn.Tanh, "torch"), (nn.ReLU, "cpp"), (nn.ReLU, "triton"),
+@pytest.mark.parametrize("pointwise,backend", [(nn.Tanh, "torch"), (nn.ReLU, "cpp"),
+                                               pytest.param(nn.ReLU, "triton", marks=pytest.mark.slow),
                                                (nn.ReLU, "torch")])
 def test_sequential_of_convs_and_activations(pointwise, backend):
     torch.manual_seed(0)
@@ -95,7 +100,7 @@ def test_sequential_of_convs_and_activations(pointwise, backend):
     torch.testing.assert_close(got, full_forward(model, x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", STEPS)
+@pytest.mark.parametrize("backend", STEPS_TRITON_SLOW)
 def test_partial_reset_restarts_only_those_rows(backend):
     model = tcn()
     x, tail = torch.randn(3, 3, 40), torch.randn(3, 3, 15)
@@ -112,7 +117,8 @@ def test_partial_reset_restarts_only_those_rows(backend):
     torch.testing.assert_close(stream.step(tail), fresh, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("saver,loader", [("cpp", "cpp"), ("cpp", "triton"), ("triton", "torch"), ("torch", "cpp")])
+@pytest.mark.parametrize("saver,loader", [("cpp", "cpp"), pytest.param("cpp", "triton", marks=pytest.mark.slow),
+                                          pytest.param("triton", "torch", marks=pytest.mark.slow), ("torch", "cpp")])
 def test_state_dict_round_trip_across_steps(saver, loader):
     model = tcn()
     x = torch.randn(2, 3, 50)
@@ -131,7 +137,7 @@ def test_state_dict_round_trip_across_steps(saver, loader):
         other.load_state_dict(bad)
 
 
-@pytest.mark.parametrize("backend", STEPS)
+@pytest.mark.parametrize("backend", STEPS_TRITON_SLOW)
 def test_follows_parameter_updates(backend):
     model = tcn()
     x = torch.randn(2, 3, 30)
@@ -221,6 +227,7 @@ def test_without_the_cpp_helpers_the_torch_step_serves(monkeypatch):
         tcnkernels.Streamer(model, batch_size=1, backend="cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_triton_step_in_half_precision(dtype):
     """The Triton step keeps fp32 rings and accumulators for fp16/bf16 models: within the model
@@ -233,6 +240,7 @@ def test_triton_step_in_half_precision(dtype):
     torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_triton_step_wide_layers_and_the_device_counter():
     """Layers wider than one register chunk (CP=128: the taps read in chunks), and the step counter
     advanced on the device by the last program to finish."""

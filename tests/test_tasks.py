@@ -68,6 +68,7 @@ def test_music_loader_errors(tmp_path):
         tasks.load_music(partial)
 
 
+@pytest.mark.slow
 def test_mnist1d_local_generator():
     pytest.importorskip("mnist1d")
     data = tasks.mnist1d(seed=0)

@@ -19,6 +19,7 @@ def _run(task, tmp_path, **kwargs):
     return train(task, quick=True, out_dir=tmp_path, progress=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_adding_learns(tmp_path):
     results = _run("adding", tmp_path)
     assert results["best"]["test_metric"] < 0.167 / 5  # predicting 1 scores 1/6
@@ -30,17 +31,20 @@ def test_adding_learns(tmp_path):
     assert (tmp_path / "adding-tcn-cpu.pt").is_file() and (tmp_path / "adding-cpu.png").is_file()
 
 
+@pytest.mark.slow
 def test_copy_memory_learns(tmp_path):
     results = _run("copy", tmp_path)
     assert results["epochs"][-1]["test_metric"] < copy_memory_blank_loss(20) / 2
 
 
+@pytest.mark.slow
 def test_music_learns_on_jsb(tmp_path):
     results = _run("music", tmp_path)
     first, best = results["epochs"][0]["test_metric"], results["best"]["test_metric"]
     assert best < first - 1.0, results["epochs"]
 
 
+@pytest.mark.slow
 def test_mnist1d_learns(tmp_path):
     pytest.importorskip("mnist1d")
     results = _run("mnist1d", tmp_path)
@@ -67,6 +71,7 @@ def test_baselines_drop_out_at_the_tcn_rate():
     assert torch.equal(model(x), model(x))
 
 
+@pytest.mark.slow
 def test_baseline_run_and_the_shared_curves(tmp_path):
     _run("adding", tmp_path, epochs=1)
     results = _run("adding", tmp_path, model_kind="gru", epochs=1)
@@ -74,6 +79,7 @@ def test_baseline_run_and_the_shared_curves(tmp_path):
     assert (tmp_path / "adding-cpu.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_time_budget_stops_between_epochs(tmp_path):
     """A budget shorter than one epoch: the first epoch runs whole, no second starts, and the results
     say so; without a budget every epoch runs."""
@@ -95,6 +101,7 @@ def test_bad_arguments():
         train("adding", quick=True, minutes=0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not installed")
 def test_ddp_two_processes_match_one(tmp_path):
     """torchrun with two gloo processes, half the batch each: the same epoch loss as one process on

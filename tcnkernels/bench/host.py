@@ -9,9 +9,14 @@ floor PyTorch itself sets on this machine.
 """
 import contextlib
 import statistics
-import time
 
 import torch
+
+from .._backend import use_backend
+from ..functional import causal_conv1d
+from ..nn import TemporalBlock
+from ..ops import launching
+from .timer import call_seconds
 
 GOALS_US = {"causal_conv1d forward": 20.0, "causal_conv1d forward+backward": 50.0,
             "TemporalBlock forward+backward": 100.0, "TemporalBlock forward+backward, dropout 0.2": 100.0}
@@ -20,18 +25,9 @@ GOALS_US = {"causal_conv1d forward": 20.0, "causal_conv1d forward+backward": 50.
 @contextlib.contextmanager
 def stubbed_launches():
     """Every kernel launch is a no-op (the launchers' one launch point is swapped), and the triton
-    backend accepts CPU tensors."""
-    from .. import _backend
-    from ..ops import launching
-
-    saved_launch, saved_reason = launching.launch, _backend.triton_unusable_reason
-    try:
-        launching.launch = lambda kernel, grid, device_of, args, meta: None
-        _backend.triton_unusable_reason = lambda device: None
-        with _backend.use_backend("triton"):
-            yield
-    finally:
-        launching.launch, _backend.triton_unusable_reason = saved_launch, saved_reason
+    backend is forced and accepts CPU tensors."""
+    with launching.launches_replaced(lambda kernel, grid, device_of, tensors, static: None), use_backend("triton"):
+        yield
 
 
 class _Floor(torch.autograd.Function):
@@ -63,21 +59,11 @@ class _BlockFloor(torch.autograd.Function):
 
 
 def _median_us(fn, rounds, warmup=200):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return statistics.median(call_seconds(fn, rounds, warmup)) * 1e6
 
 
-def _cases():
+def cases():
     """(name, callable) pairs; the tensors are small: B=2, 25 channels, L=64, K=7 (a seq-MNIST conv)."""
-    from ..functional import causal_conv1d
-    from ..nn import TemporalBlock
-
     x = torch.randn(2, 25, 64, requires_grad=True)
     w = torch.randn(25, 25, 7, requires_grad=True)
     b = torch.randn(25, requires_grad=True)
@@ -137,10 +123,10 @@ def measure(rounds=2000, threads=1, blocks=5):
     torch.set_num_threads(threads)
     try:
         with stubbed_launches():
-            cases = _cases()
-            samples = {name: [] for name, _ in cases}
+            calls = cases()
+            samples = {name: [] for name, _ in calls}
             for _ in range(blocks):
-                for name, fn in cases:
+                for name, fn in calls:
                     samples[name].append(_median_us(fn, rounds // blocks))
     finally:
         torch.set_num_threads(previous)

@@ -2,6 +2,7 @@
 
 Providers are compared at equal semantics: same weights, dtype, TF32 setting and dropout p.
 """
+import functools
 import math
 
 import torch
@@ -61,6 +62,29 @@ class RecurrentBaseline(nn.Module):
 
 def base_provider(provider):
     return provider.removesuffix(GRAPH_SUFFIX)
+
+
+@functools.lru_cache(maxsize=None)
+def _recurrent_probe(kind, device_type, dtype):
+    """Why a tiny `kind` forward + backward fails under `dtype` autocast on this device, or None.
+    oneDNN's bf16 LSTM needs AVX-512 on a CPU: without it (a 2-core AMD EPYC, say) it raises
+    "could not create a primitive descriptor for the LSTM forward propagation primitive"."""
+    cell = RecurrentBaseline(kind, 3, 200).to(device_type)
+    try:
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            y = cell(torch.randn(2, 3, 5, device=device_type))
+        y.float().sum().backward()
+    except RuntimeError as exc:
+        return f"{kind} in {dtype} does not run on this {device_type.upper()}: {str(exc).splitlines()[0][:200]}"
+    return None
+
+
+def unsupported_reason(provider, mode, dtype, device):
+    """Why `provider` cannot run a `mode` case in `dtype` on `device` (found by running a tiny
+    model of it once), or None. Such a provider is reported as skipped, with the reason."""
+    if base_provider(provider) in RECURRENT and device.type == "cpu" and dtype != "fp32":
+        return _recurrent_probe(base_provider(provider), device.type, dtype)
+    return None
 
 
 def build_model(provider, shape, device):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from .._version import __version__
+from . import markdown
 from .configs import CPU_PROVIDERS, GPU_PROVIDERS, SMALL_CHANNEL_CONFIGS
 from .streaming import streaming_table
 
@@ -61,8 +62,9 @@ def device_slug(name):
 
 
 def timed_results(report):
-    """The results that have timings (a provider that failed to run has an `error` instead)."""
-    return [r for r in report["results"] if "error" not in r]
+    """The results that have timings (a provider that failed to run has an `error` instead, one
+    this device cannot run a `skipped` reason)."""
+    return [r for r in report["results"] if "error" not in r and "skipped" not in r]
 
 
 def group_by_case(results):
@@ -79,6 +81,11 @@ def providers_in(rows):
     return [p for p in dict.fromkeys((*GPU_PROVIDERS, *CPU_PROVIDERS)) if any(p in row for row in rows)]
 
 
+def _rate(ceil, dtype):
+    rate = ceil["dense_flops"].get(dtype)
+    return f"{rate / 1e12:.2f} TFLOP/s {dtype}" if rate else f"{dtype} not measured (no {dtype} case)"
+
+
 def render_markdown(report):
     env = report["environment"]
     ceil = report["ceilings"]
@@ -87,13 +94,12 @@ def render_markdown(report):
              f"triton {env['triton']}" + (f", CUDA {env['cuda']}, driver {env['driver']}, TF32 {env['tf32']}"
                                           if "cuda" in env else f", {env['threads']} threads"), "",
              f"Measured ceilings: copy {ceil['bandwidth_Bps'] / 1e9:.1f} GB/s, dense (best of matmul and conv) "
-             f"{ceil['dense_flops']['fp32'] / 1e12:.2f} TFLOP/s fp32, {ceil['dense_flops']['bf16'] / 1e12:.2f} "
-             "TFLOP/s bf16. Times are medians (ms); `xN` is the speed-up of tcnkernels over that provider; "
-             "`floor` is tcnkernels' time as a multiple of max(bytes/bandwidth, FLOPs/dense rate).", ""]
+             f"{_rate(ceil, 'fp32')}, {_rate(ceil, 'bf16')}. Times are medians (ms); `xN` is the speed-up of "
+             "tcnkernels over that provider; `floor` is tcnkernels' time as a multiple of max(bytes/bandwidth, "
+             "FLOPs/dense rate).", ""]
     table = group_by_case(timed_results(report))
     providers = providers_in(table.values())
-    lines.append("| config | level | mode | dtype | " + " | ".join(providers) + " | floor |")
-    lines.append("|" + "---|" * (5 + len(providers)))
+    rows = []
     for (config, level, mode, dtype), row in table.items():
         ours = row.get("tcnkernels")
         cells = []
@@ -105,24 +111,31 @@ def render_markdown(report):
                 cells.append(f"{r['median_ms']:.3f}")
             else:
                 cells.append(f"{r['median_ms']:.3f} (x{r['median_ms'] / ours['median_ms']:.2f})")
-        floor = f"{ours['floor_multiple']:.1f}x" if ours else ""
-        lines.append(f"| {config} | {level} | {mode} | {dtype} | " + " | ".join(cells) + f" | {floor} |")
-    failures = [r for r in report["results"] if "error" in r]
-    if failures:
-        lines += ["", "## Providers that failed to run", ""]
-        lines += [f"- {r['provider']}, {r['config']} {r['level']} {r['mode']} {r['dtype']}: {r['error']}"
-                  for r in failures]
+        rows.append([config, level, mode, dtype, *cells, f"{ours['floor_multiple']:.1f}x" if ours else ""])
+    lines += markdown.table(["config", "level", "mode", "dtype", *providers, "floor"], rows)
+    for title, key in (("Providers this device cannot run (skipped)", "skipped"),
+                       ("Providers that failed to run", "error")):
+        listed = [r for r in report["results"] if key in r]
+        if listed:
+            lines += ["", f"## {title}", ""]
+            lines += [f"- {r['provider']}, {r['config']} {r['level']} {r['mode']} {r['dtype']}: {r[key]}"
+                      for r in listed]
     host = report.get("host_overhead")
     if host:
         lines += ["", "## Host overhead (CPU timing: Triton launches stubbed out, CPU tensors, microseconds per call)",
-                  "", "| call | us per call | goal |", "|---|---|---|"]
-        lines += [f"| {r['name']} | {r['us']:.1f} | {r.get('goal_us') or ''} |" for r in host]
+                  ""]
+        lines += markdown.table(["call", "us per call", "goal"],
+                                [[r["name"], f"{r['us']:.1f}", r.get("goal_us") or ""] for r in host])
     lines += structure_table(report.get("structure"))
     lines += streaming_table(report.get("streaming"))
+    absent = [flag for flag, key in (("--host", "host_overhead"), ("--structure", "structure"),
+                                     ("--streaming", "streaming")) if not report.get(key)]
+    if absent:
+        lines += ["", f"Not in this report: {', '.join(absent)} (`tcnkernels bench {' '.join(absent)}`, or `--full`)."]
     lines += ["", "The static profile of the GPU binaries (instructions per output, registers, spills, of the plain "
-              "and the fused block kernels) is its own report: `python benchmarks/sass_profile.py`."]
-    lines += ["", "## Goals (for H100/H200-class GPUs)", "", "| goal | status | detail |", "|---|---|---|"]
-    lines += [f"| {name} | {status} | {detail} |" for name, status, detail in goals(report)]
+              "and the fused block kernels) is its own report: `python benchmarks/sass_profile.py` in a clone."]
+    lines += ["", "## Goals (for H100/H200-class GPUs)", ""]
+    lines += markdown.table(["goal", "status", "detail"], goals(report))
     return "\n".join(lines) + "\n"
 
 
@@ -130,17 +143,16 @@ def structure_table(rows):
     """Launches and saved activations of one training step, tcnkernels against the reference."""
     if not rows:
         return []
-    lines = ["", "## One training step, counted on meta tensors (not timed): kernel launches and activations "
-             "saved for the backward", "", "| config | launches: tcnkernels | reference | saved MB: tcnkernels | "
-             "reference | saved ratio |", "|---|---|---|---|---|---|"]
     by_config = {}
     for r in rows:
         by_config.setdefault(r["config"], {})[r["provider"]] = r
-    for config, pair in by_config.items():
-        ours, ref = pair["tcnkernels"], pair["reference"]
-        lines.append(f"| {config} | {ours['launches']} | {ref['launches']} | {ours['saved_bytes'] / 1e6:.1f} | "
-                     f"{ref['saved_bytes'] / 1e6:.1f} | {ours['saved_bytes'] / ref['saved_bytes']:.2f} |")
-    return lines
+    body = [[config, pair["tcnkernels"]["launches"], pair["reference"]["launches"],
+             f"{pair['tcnkernels']['saved_bytes'] / 1e6:.1f}", f"{pair['reference']['saved_bytes'] / 1e6:.1f}",
+             f"{pair['tcnkernels']['saved_bytes'] / pair['reference']['saved_bytes']:.2f}"]
+            for config, pair in by_config.items()]
+    return ["", "## One training step, counted on meta tensors (not timed): kernel launches and activations "
+            "saved for the backward", ""] + markdown.table(
+        ["config", "launches: tcnkernels", "reference", "saved MB: tcnkernels", "reference", "saved ratio"], body)
 
 
 def bottleneck(result):

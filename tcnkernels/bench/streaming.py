@@ -10,15 +10,19 @@
   lstm                 a one-layer nn.LSTM with the TCN's parameter count, stepping one token
 
 Every provider runs in this process on the same inputs, timed in blocks of back-to-back steps with
-the providers' blocks interleaved; the numbers are CPU timings (the fastest block's time per step). The recompute-window provider
-only runs where one step costs under WINDOW_BUDGET_S (at B=1024 it is seconds a step).
+the providers' blocks interleaved; the numbers are CPU timings (the fastest block's time per step).
+The recompute-window provider only runs where one step costs under WINDOW_BUDGET_S (at B=1024 it
+is seconds a step).
 """
 import time
 
 import torch
 
+from .._backend import use_backend
+from ..nn import convert
 from ..ops.reference import ReferenceTemporalConvNet
 from ..streaming import Streamer
+from . import markdown
 from .configs import PAPER_CONFIGS
 from .providers import RecurrentBaseline, parameter_count
 
@@ -42,7 +46,6 @@ def receptive_field(model):
 
 def steppers(config, batch):
     """{provider: a callable that advances one time step}."""
-    from ..nn import convert
     reference, c_in = _model(config)
     model = convert(reference)
     x_t = torch.randn(batch, c_in, 1)
@@ -111,7 +114,6 @@ def measure(configs=STREAM_CONFIGS, batches=BATCHES, blocks=5, threads=None):
     blocks of back-to-back steps, the providers' blocks interleaved; `us_per_step` is the fastest
     block. Blocks rather than alternating single calls: a call right after another provider's pays
     for that one's cache footprint and its idle worker threads, which is not its own cost."""
-    from .. import use_backend
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -143,12 +145,10 @@ def streaming_table(rows):
     """Markdown: microseconds per step (and rows x steps per second), the C++ step's speed-up."""
     if not rows:
         return []
-    lines = ["", "## Streaming inference (CPU timing: one new step of every row, microseconds per step, fastest of 5 "
-             "interleaved blocks)",
-             "", "| config | batch | " + " | ".join(PROVIDERS) + " |", "|---|---|" + "---|" * len(PROVIDERS)]
     cases = {}
     for r in rows:
         cases.setdefault((r["config"], r["batch"]), {})[r["provider"]] = r
+    body = []
     for (config, batch), by in cases.items():
         ours = by.get(PROVIDERS[0])
         cells = []
@@ -160,5 +160,6 @@ def streaming_table(rows):
                 cells.append(f"{r['us_per_step']:.0f}")
             else:
                 cells.append(f"{r['us_per_step']:.0f} (x{r['us_per_step'] / ours['us_per_step']:.1f})")
-        lines.append(f"| {config} | {batch} | " + " | ".join(cells) + " |")
-    return lines
+        body.append([config, batch, *cells])
+    return ["", "## Streaming inference (CPU timing: one new step of every row, microseconds per step, fastest of 5 "
+            "interleaved blocks)", ""] + markdown.table(["config", "batch", *PROVIDERS], body)

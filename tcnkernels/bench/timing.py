@@ -1,39 +1,32 @@
-"""Honest timing: measured ceilings, providers alternated round by round, medians and spreads."""
+"""Honest timing: measured ceilings, providers alternated round by round, medians and spreads; the report loop."""
 import dataclasses
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import host, streaming, structure
+from . import streaming
 from .configs import plan, work
-from .providers import prepare
+from .providers import prepare, unsupported_reason
 from .report import environment
+from .timer import call_seconds
 
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# The long tables: in `--full`, or one flag each (`tcnkernels bench --host --structure --streaming`).
+SECTIONS = ("host_overhead", "structure", "streaming")
 
 
 def best_seconds(fn, device, warmup, rounds):
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(call_seconds(fn, rounds, warmup, device))
 
 
-def measure_ceilings(device):
-    """Copy bandwidth (read + write bytes/s) and dense FLOP/s (fp32 as configured, bf16) measured
-    here. Best of several rounds: a ceiling is what the machine can reach, not what it usually does."""
+def measure_ceilings(device, dtypes=("fp32", "bf16")):
+    """Copy bandwidth (read + write bytes/s) and dense FLOP/s (fp32 as configured, and bf16 when
+    asked) measured here. Best of several rounds: a ceiling is what the machine can reach, not what
+    it usually does. On a CPU without bf16 units a bf16 GEMM takes many seconds: measured only
+    for reports with bf16 cases."""
     n = (256 if device.type == "cuda" else 64) * 2**20 // 4
     src = torch.randn(n, device=device)
     dst = torch.empty_like(src)
@@ -42,6 +35,8 @@ def measure_ceilings(device):
     c, length = (1024, 8192) if device.type == "cuda" else (512, 1024)
     rates = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if name not in dtypes:
+            continue
         a = torch.randn(m, m, device=device, dtype=dtype)
         b = torch.randn(m, m, device=device, dtype=dtype)
         matmul = 2 * m**3 / best_seconds(lambda: a @ b, device, warmup=2, rounds=5)
@@ -86,10 +81,15 @@ def warm_and_peak_memory(timed, device, warmup):
 
 def run_case(shape, mode, dtype, providers, device, ceilings, rounds, warmup):
     """Time every provider on one case, alternating them round by round (A B A B ...), so drift
-    and noise hit every provider alike; returns one result dict per provider. A provider that
-    fails to build or warm up (say, a CUDA graph capture) gets a result with its `error` instead."""
+    and noise hit every provider alike; returns one result dict per provider. A provider this
+    device cannot run gets a result with its `skipped` reason; one that fails to build or warm up
+    (say, a CUDA graph capture) a result with its `error`."""
     prepared, results = {}, []
     for provider in providers:
+        reason = unsupported_reason(provider, mode, dtype, device)
+        if reason is not None:
+            results.append(dict(case_fields(shape, mode, dtype), provider=provider, skipped=reason))
+            continue
         try:
             timed = prepare(provider, shape, mode, dtype, device)
             prepared[provider] = timed, warm_and_peak_memory(timed, device, warmup)
@@ -114,22 +114,56 @@ def run_case(shape, mode, dtype, providers, device, ceilings, rounds, warmup):
     return sorted(results, key=lambda r: order[r["provider"]])
 
 
-def run_report(device, full=False, batch_size=None, max_length=None, rounds=None, warmup=None, progress=True,
-               on_case=None):
-    """Run the quick or full report. `on_case(report)` is called after every case with the report so
-    far (the command line rewrites its files then, so an interrupted run keeps what it measured)."""
+def _section(name, batch_size, max_length):
+    """One long table's rows."""
+    if name == "streaming":
+        return streaming.measure()
+    # Imported when asked for: these two stub or record Triton launches, so they need triton (a
+    # machine without it still times the torch path).
+    if name == "host_overhead":
+        from . import host
+        return host.measure()
+    from . import structure
+    return structure.structure_rows(batch_size, max_length)
+
+
+def _case_line(results):
+    """One line per finished case, for logs (the bar itself redraws in place on a terminal)."""
+    first = results[0]
+    cells = [f"{r['provider']} {r['median_ms']:.3f} ms" if "median_ms" in r else f"{r['provider']} "
+             f"{'skipped' if 'skipped' in r else 'failed'}" for r in results]
+    return f"{first['config']} {first['level']} {first['mode']} {first['dtype']}: " + ", ".join(cells)
+
+
+def run_report(device, full=False, sections=(), batch_size=None, max_length=None, rounds=None, warmup=None,
+               progress=True, on_case=None):
+    """Run the quick (default) or full report, plus the long tables in `sections` (every one of
+    SECTIONS with `full`). `on_case(report)` is called after every case and table with the report
+    so far (the command line rewrites its files then, so an interrupted run keeps what it measured)."""
     gpu = device.type == "cuda"
     rounds = rounds or (30 if gpu else 5)
     warmup = warmup or (10 if gpu else 2)
     cases = plan(device, full, batch_size, max_length)
-    ceilings = measure_ceilings(device)
-    report = {"environment": environment(device), "ceilings": ceilings, "full": full, "results": [],
-              "host_overhead": host.measure(), "structure": structure.structure_rows(batch_size, max_length),
-              "streaming": streaming.measure()}
-    with tqdm(cases, desc="bench", unit="case", disable=not progress, dynamic_ncols=True) as bar:
-        for shape, mode, dtype, providers in bar:
+    sections = SECTIONS if full else tuple(s for s in SECTIONS if s in sections)
+    report = {"environment": environment(device), "full": full, "results": []}
+    with tqdm(total=1 + len(cases) + len(sections), desc="bench", unit="step", disable=not progress,
+              dynamic_ncols=True) as bar:
+        bar.set_postfix_str("ceilings")
+        report["ceilings"] = measure_ceilings(device, dtypes={dtype for _, _, dtype, _ in cases})
+        bar.update()
+        for shape, mode, dtype, providers in cases:
             bar.set_postfix_str(f"{shape.name} {shape.level} {mode} {dtype}")
-            report["results"] += run_case(shape, mode, dtype, providers, device, ceilings, rounds, warmup)
+            results = run_case(shape, mode, dtype, providers, device, report["ceilings"], rounds, warmup)
+            report["results"] += results
+            bar.update()
+            if progress:
+                bar.write(_case_line(results), file=sys.stderr)
+            if on_case is not None:
+                on_case(report)
+        for name in sections:
+            bar.set_postfix_str(name)
+            report[name] = _section(name, batch_size, max_length)
+            bar.update()
             if on_case is not None:
                 on_case(report)
     return report

@@ -1,4 +1,4 @@
-"""The fused TemporalBlock as one autograd node.
+"""The fused TemporalBlock as one autograd node: `TemporalBlockFunction.apply(spec, *BlockInputs)`.
 
     y = relu(D2(relu(conv2(out1) + b2)) + res),  out1 = D1(relu(conv1(x) + b1)),  res = x or wd x + bd
 
@@ -9,9 +9,9 @@ are Philox draws from two seeds (tcnkernels.ops.reference.dropout_keep_mask has 
 
 Backward, 5 launches, nothing stored but the conv outputs (out1, out2, y): since out = relu(a) *
 keep * s, the gate of a ReLU followed by dropout is (out > 0) * s, so no mask is kept or redrawn.
-With `recompute` (the default) out2 is not stored either: the backward first runs conv2's forward
-again (bias, ReLU, dropout from the same seed), 6 launches for a third less activation memory (x
-and out1 are what the weight gradients read; y is the next block's input, kept anyway).
+With `spec.recompute` (the default) out2 is not stored either: the backward first runs conv2's
+forward again (bias, ReLU, dropout from the same seed), 6 launches for a third less activation
+memory (x and out1 are what the weight gradients read; y is the next block's input, kept anyway).
   0. (recompute) out2 = D2(relu(conv2(out1) + b2));
   1. conv2's weight-gradient partials from dy * (y > 0) * (out2 > 0) * s2, which it also writes
      (da2), with ds = dy * (y > 0) (the residual's gradient);
@@ -20,98 +20,149 @@ and out1 are what the weight gradients read; y is the next block's input, kept a
   4. conv1's input gradient plus the residual's (ds, or wd^T ds in the same program): dx;
   5. one finalize for every conv: partials summed in order, weight-norm backward.
 """
+import functools
+from typing import NamedTuple, Optional
+
 import torch
 
-from .conv_launch import Dropout, conv_forward, conv_input_grad, weight_grad_partials
+from .conv_launch import Residual, conv_forward, conv_input_grad, weight_grad_partials
 from .reference import temporal_block_reference
-from .weight_launch import finalize_weight_grads, prepare_weights
+from .specs import ACTIVATIONS, BlockSpec, ConvSpec, Epilogue
+from .weight_launch import PreparedWeight, finalize_weight_grads, prepare_weights
+
+RELU = ACTIVATIONS["relu"]
 
 
-def _dropouts(training, p1, p2, mode):
-    drop1 = Dropout(p1, mode, 0) if training and p1 > 0 else None
-    drop2 = Dropout(p2, mode, 1) if training and p2 > 0 else None
-    return drop1, drop2
+class BlockInputs(NamedTuple):
+    """The tensors of a block, in the order `TemporalBlockFunction.apply(spec, *inputs)` takes them.
+    g1/g2 None: v1/v2 are the weights themselves; wd/bd None: identity residual; seeds: two int64
+    dropout seeds (None without dropout)."""
+    x: torch.Tensor
+    v1: torch.Tensor
+    g1: Optional[torch.Tensor]
+    b1: Optional[torch.Tensor]
+    v2: torch.Tensor
+    g2: Optional[torch.Tensor]
+    b2: Optional[torch.Tensor]
+    wd: Optional[torch.Tensor] = None
+    bd: Optional[torch.Tensor] = None
+    seeds: Optional[torch.Tensor] = None
 
 
-def _gate_scale(dropout):
-    """The scale of a kept activation: 1/(1-p); 1 without dropout (0 when everything is dropped)."""
-    if dropout is None:
-        return 1.0
-    return 0.0 if dropout.p >= 1 else 1.0 / (1.0 - dropout.p)
+class _Kept(NamedTuple):
+    """What the forward keeps for the backward besides the inputs. Everything goes through
+    save_for_backward, so that what a training step keeps is what autograd reports (bench --structure)."""
+    out1: torch.Tensor
+    out2: Optional[torch.Tensor]  # None with spec.recompute
+    y: torch.Tensor
+    w1: torch.Tensor              # the prepared weights (normalised, K-major), as the kernels read them
+    w2: torch.Tensor
+    wd: Optional[torch.Tensor]
 
 
-def block_forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode, training, keep_branch):
-    """(y, out1, out2 or None, prepared weights): the three forward launches."""
-    weights = [(v1, g1), (v2, g2)] + ([(wd, None)] if wd is not None else [])
-    prepared = prepare_weights(weights, x.dtype)
-    (w1, c1), (w2, c2) = prepared[:2]
-    drop1, drop2 = _dropouts(training, p1, p2, mode)
-    out1 = conv_forward(x, w1, c1, b1, dilation, True, drop1, seeds)
-    y = conv_forward(out1, w2, c2, b2, dilation, True, drop2, seeds, branch=keep_branch, res=x,
-                     res_weight=prepared[2] if wd is not None else None, res_bias=bd, final_relu=True)
+N_INPUTS = len(BlockInputs._fields)
+
+
+class _Steps(NamedTuple):
+    """What a BlockSpec asks of each launch, derived once per spec (a dict lookup per call)."""
+    conv: ConvSpec           # both convs' geometry
+    conv1: Epilogue          # bias, ReLU, dropout 1
+    conv2_branch: Epilogue   # bias, ReLU, dropout 2: conv2's output before the residual
+    conv2: Epilogue          # ... then + the residual (identity or the 1x1 downsample) and the final ReLU
+    gate1_scale: float       # the scale of a kept activation after dropout 1 (1 without dropout)
+    gate2_scale: float
+    keep_branch: bool        # conv2 also stores its pre-residual output (spec.recompute off)
+
+
+@functools.lru_cache(maxsize=1024)
+def _steps(spec: BlockSpec, downsample: bool) -> _Steps:
+    drop1, drop2 = spec.dropouts()
+    branch = Epilogue(activation=RELU, dropout=drop2)
+    keep_branch = not spec.recompute
+    return _Steps(spec.conv, Epilogue(activation=RELU, dropout=drop1), branch,
+                  branch._replace(store_branch=keep_branch, residual=2 if downsample else 1, final_activation=RELU),
+                  1.0 if drop1 is None else drop1.scale, 1.0 if drop2 is None else drop2.scale, keep_branch)
+
+
+def block_forward(spec: BlockSpec, inputs: BlockInputs, steps: Optional[_Steps] = None):
+    """(y, out1, out2 or None, prepared weights): the three forward launches. conv2's output is
+    returned when the spec keeps it (spec.recompute off)."""
+    x = inputs.x
+    downsample = inputs.wd is not None
+    first, second = (inputs.v1, inputs.g1), (inputs.v2, inputs.g2)
+    prepared = prepare_weights((first, second, (inputs.wd, None)) if downsample else (first, second), x.dtype)
+    if steps is None:
+        steps = _steps(spec, downsample)
+    keep_branch = steps.keep_branch
+    out1 = conv_forward(x, prepared[0], inputs.b1, spec=steps.conv, epilogue=steps.conv1, seeds=inputs.seeds)
+    y = conv_forward(out1, prepared[1], inputs.b2, spec=steps.conv, epilogue=steps.conv2, seeds=inputs.seeds,
+                     branch=keep_branch,
+                     residual=tuple.__new__(Residual, (x, prepared[2] if downsample else None, inputs.bd)))
     y, out2 = y if keep_branch else (y, None)
     return y, out1, out2, prepared
 
 
 class TemporalBlockFunction(torch.autograd.Function):
-    """forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode, training, recompute) -> y.
-    g1/g2 None: v1/v2 are the weights themselves; wd/bd None: identity residual; seeds: two int64
-    dropout seeds (None without dropout); recompute: conv2's output recomputed in the backward
-    rather than saved."""
+    """apply(spec, *inputs) -> y, with `inputs` a BlockInputs."""
 
     @staticmethod
-    def forward(ctx, x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode, training, recompute):
-        y, out1, out2, prepared = block_forward(x, v1, g1, b1, v2, g2, b2, wd, bd, seeds, dilation, p1, p2, mode,
-                                                training, keep_branch=not recompute)
+    def forward(ctx, spec: BlockSpec, *tensors):
+        inputs = tuple.__new__(BlockInputs, tensors)  # (C-level, as for every tuple of this hot path)
+        steps = _steps(spec, inputs.wd is not None)
+        y, out1, out2, prepared = block_forward(spec, inputs, steps)
         (w1, c1), (w2, c2) = prepared[:2]
-        wdp, cd = prepared[2] if wd is not None else (None, 0)
-        ctx.save_for_backward(out1, out2, y, w1, w2, wdp, x, v1, g1, b1, v2, g2, b2, wd, bd, seeds)
-        ctx.meta = (dilation, c1, c2, cd, p1, p2, mode, training)
+        wd, cd = prepared[2] if len(prepared) > 2 else (None, 0)
+        ctx.save_for_backward(*inputs, out1, out2, y, w1, w2, wd)
+        ctx.spec, ctx.steps, ctx.cols = spec, steps, (c1, c2, cd)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        out1, out2, y, w1, w2, wdp, x, v1, g1, b1, v2, g2, b2, wd, bd, seeds = ctx.saved_tensors
-        dilation, c1, c2, cd, p1, p2, mode, training = ctx.meta
+        saved = ctx.saved_tensors
+        inputs, kept = tuple.__new__(BlockInputs, saved[:N_INPUTS]), tuple.__new__(_Kept, saved[N_INPUTS:])
+        spec = ctx.spec
         if torch.is_grad_enabled():  # create_graph=True: a differentiable backward, in PyTorch ops
-            return _differentiable_backward(ctx, dy)
-        K = v1.shape[2]
-        drop1, drop2 = _dropouts(training, p1, p2, mode)
-        if out2 is None:  # recompute: conv2's output as the forward made it (same weights, same seeds)
-            out2 = conv_forward(out1, w2, c2, b2, dilation, True, drop2, seeds)
-        needs_dx = ctx.needs_input_grad[0]
-        partial2, chunks2, da2, ds, _ = weight_grad_partials(dy, out1, y, K, dilation, gate2=out2,
-                                                             gate2_scale=_gate_scale(drop2), write_g=True,
-                                                             write_ds=needs_dx or wd is not None)
-        da1 = conv_input_grad(da2, w2, c2, dilation, gate=out1, gate_scale=_gate_scale(drop1))
-        # conv1's weight gradient, and the downsample's in the same launch (both read x)
-        partial1, chunks1, _, _, partial_d = weight_grad_partials(da1, x, None, K, dilation,
-                                                                  res_dy=ds if wd is not None else None)
-        segments = [(partial1, chunks1, v1, g1), (partial2, chunks2, v2, g2)]
-        if wd is not None:
-            segments.append((partial_d, chunks1, wd, None))
-        dx = conv_input_grad(da1, w1, c1, dilation, res=ds, res_weight=(wdp, cd) if wd is not None else None) \
-            if needs_dx else None
-        grads = finalize_weight_grads(segments)
-        (dv1, dg1, db1), (dv2, dg2, db2) = grads[:2]
-        dwd, _, dbd = grads[2] if wd is not None else (None, None, None)
-        return (dx, dv1, dg1, db1 if b1 is not None else None, dv2, dg2, db2 if b2 is not None else None, dwd, dbd,
-                None, None, None, None, None, None, None)
+            grads = _differentiable_backward(spec, inputs, ctx.needs_input_grad[1:], dy)
+            return (None, *(grads.get(name) for name in BlockInputs._fields))
+        return _backward(ctx.steps, inputs, kept, ctx.cols, ctx.needs_input_grad[1], dy)
 
 
-def _differentiable_backward(ctx, dy):
+def _backward(steps: _Steps, t: BlockInputs, kept: _Kept, cols, needs_dx, dy):
+    """(None for the spec, then the gradients of the inputs in BlockInputs' order), from the five or
+    six backward launches."""
+    conv = steps.conv
+    # tuple.__new__: NamedTuples built at C level (their Python __new__ costs more, every call)
+    w1, w2 = tuple.__new__(PreparedWeight, (kept.w1, cols[0])), tuple.__new__(PreparedWeight, (kept.w2, cols[1]))
+    wd = tuple.__new__(PreparedWeight, (kept.wd, cols[2])) if t.wd is not None else None
+    out2 = kept.out2
+    if out2 is None:  # recompute: conv2's output as the forward made it (same weights, same seeds)
+        out2 = conv_forward(kept.out1, w2, t.b2, spec=conv, epilogue=steps.conv2_branch, seeds=t.seeds)
+    second = weight_grad_partials(dy, kept.out1, kept.y, spec=conv, gate2=out2, gate2_scale=steps.gate2_scale,
+                                  write_g=True, write_ds=needs_dx or wd is not None)
+    da1 = conv_input_grad(second.g, w2, spec=conv, gate=kept.out1, gate_scale=steps.gate1_scale)
+    # conv1's weight gradient, and the downsample's in the same launch (both read x)
+    first = weight_grad_partials(da1, t.x, spec=conv, res_dy=second.ds if wd is not None else None)
+    segments = [(first.partial, first.n_chunks, t.v1, t.g1), (second.partial, second.n_chunks, t.v2, t.g2)]
+    if wd is not None:
+        segments.append((first.res_partial, first.n_chunks, t.wd, None))
+    dx = conv_input_grad(da1, w1, spec=conv, residual=tuple.__new__(Residual, (second.ds, wd, None))) \
+        if needs_dx else None
+    finalized = finalize_weight_grads(segments)
+    (dv1, dg1, db1), (dv2, dg2, db2) = finalized[:2]
+    dwd, _, dbd = finalized[2] if wd is not None else (None, None, None)
+    return (None, dx, dv1, dg1, db1 if t.b1 is not None else None, dv2, dg2, db2 if t.b2 is not None else None, dwd,
+            dbd, None)  # the spec, then BlockInputs' order: x, v1, g1, b1, v2, g2, b2, wd, bd, seeds
+
+
+def _differentiable_backward(spec: BlockSpec, t: BlockInputs, needs, dy):
     """The block's backward through the PyTorch reference on the same weights and seeds (the same
-    masks), recorded by autograd so that higher derivatives exist."""
-    x, v1, g1, b1, v2, g2, b2, wd, bd, seeds = ctx.saved_tensors[6:]
-    dilation, _, _, _, p1, p2, mode, training = ctx.meta
-    inputs = (x, v1, g1, b1, v2, g2, b2, wd, bd)
-    w1 = v1 if g1 is None else torch._weight_norm(v1, g1, 0)
-    w2 = v2 if g2 is None else torch._weight_norm(v2, g2, 0)
-    y = temporal_block_reference(x, w1.to(x.dtype), b1, w2.to(x.dtype), b2, None if wd is None else wd.to(x.dtype),
-                                 bd, dilation, (p1, p2), mode, seeds if training else None)
-    wanted = [i for i, t in enumerate(inputs) if ctx.needs_input_grad[i] and t is not None]
-    grads = torch.autograd.grad(y, [inputs[i] for i in wanted], dy, create_graph=True, allow_unused=True)
-    out = [None] * 16
-    for i, g in zip(wanted, grads):
-        out[i] = g
-    return tuple(out)
+    masks), recorded by autograd so that higher derivatives exist. {input name: gradient}."""
+    x = t.x
+    w1 = t.v1 if t.g1 is None else torch._weight_norm(t.v1, t.g1, 0)
+    w2 = t.v2 if t.g2 is None else torch._weight_norm(t.v2, t.g2, 0)
+    y = temporal_block_reference(x, w1.to(x.dtype), t.b1, w2.to(x.dtype), t.b2,
+                                 None if t.wd is None else t.wd.to(x.dtype), t.bd, spec.dilation, spec.dropout,
+                                 spec.dropout_mode, t.seeds if spec.training else None)
+    wanted = [name for name, tensor, need in zip(BlockInputs._fields, t, needs) if need and tensor is not None]
+    grads = torch.autograd.grad(y, [getattr(t, name) for name in wanted], dy, create_graph=True, allow_unused=True)
+    return dict(zip(wanted, grads))

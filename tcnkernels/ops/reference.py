@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = {None: 0, "relu": 1}
+from .._native import native_ops
 
 
 def causal_conv1d_reference(x, weight, bias=None, dilation=1, activation=None):
@@ -29,7 +29,6 @@ def causal_conv1d_reference(x, weight, bias=None, dilation=1, activation=None):
 # counter r for the whole row ("channel" mode: spatial dropout). Kept iff the draw >= p * 2^32; kept
 # values are scaled by 1/(1-p), as nn.Dropout does.
 
-DROPOUT_MODES = ("element", "channel")
 _M32 = 0xFFFFFFFF
 _PHILOX_KEY = (0x9E3779B9, 0xBB67AE85)
 _PHILOX_ROUND = (0xD2511F53, 0xCD9E8D57)
@@ -57,8 +56,6 @@ def dropout_threshold(p):
 def dropout_keep_mask(seed, shape, p, mode="element"):
     """The keep mask of a (B, C, L) activation: bool, (B, C, L), or (B, C, 1) in channel mode.
     On a CPU with the C++ helper built (csrc/philox_dropout.cpp) it makes the same bits faster."""
-    from .._native import native_ops
-
     B, C, L = shape
     rows, threshold = B * C, dropout_threshold(p)
     # The C++ helper on CPU tensors in eager code; under torch.compile the PyTorch version, which

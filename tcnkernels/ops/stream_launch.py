@@ -3,8 +3,8 @@ tcnkernels/ops/triton/stream_kernels.py), the per-row rings, the device step cou
 import torch
 import triton
 
-from .._backend import new_output
 from . import launching
+from .launching import new_output
 from .triton.stream_kernels import stream_step_kernel
 
 MAX_CHANNELS = 256  # widest layer the step keeps in registers (a CP-vector per thread group)
@@ -53,10 +53,14 @@ class TritonStream:
         B, c_in, n = x.shape
         out = new_output(x, (B, c_out, n))
         block_ci = min(self.cp, max(16, 8192 // self.cp))
-        launching.launch(stream_step_kernel, (B,), x, (
-            x, out, self.weights, self.biases, self.conv_table, self.ring_off, self.stage_table, self.rings,
-            self.counter, self.done, B, n, self.stage_table.shape[0], c_in, c_out, self.row_stride, *x.stride(),
-            *out.stride()), dict(CP=self.cp, KMAX=self.kmax, BLOCK_CI=block_ci, num_warps=4 if self.cp <= 64 else 8))
+        sx, so = x.stride(), out.stride()
+        launching.launch(stream_step_kernel, (B,), x, dict(
+            x_ptr=x, out_ptr=out, w_ptr=self.weights, bias_ptr=self.biases, conv_ptr=self.conv_table,
+            ring_off_ptr=self.ring_off, stage_ptr=self.stage_table, ring_ptr=self.rings, counter_ptr=self.counter,
+            done_ptr=self.done), dict(
+            B=B, N_STEPS=n, N_STAGES=self.stage_table.shape[0], C_IN=c_in, C_OUT=c_out, ROW_STRIDE=self.row_stride,
+            s_x_b=sx[0], s_x_c=sx[1], s_x_t=sx[2], s_o_b=so[0], s_o_c=so[1], s_o_t=so[2],
+            CP=self.cp, KMAX=self.kmax, BLOCK_CI=block_ci, num_warps=4 if self.cp <= 64 else 8))
         return out
 
     def ring_view(self, i):
@@ -64,7 +68,6 @@ class TritonStream:
         start = int(self.ring_off[i])
         return self.rings[:, start:start + self.slots[i] * self.cp].view(self.batch_size, self.slots[i], self.cp)
 
-    def history_slots(self, i):
-        """Ring slots of conv i's last (K-1)*dilation inputs, oldest first (reads the step counter)."""
-        from ..streaming import history_slots
-        return history_slots(int(self.counter) % self.slots[i], self.convs[i].history, self.slots[i], self.device)
+    def position(self, i):
+        """The slot of conv i's ring the next input goes to (reads the step counter back)."""
+        return int(self.counter) % self.slots[i]

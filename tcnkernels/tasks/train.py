@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
-from .. import __version__, use_backend
+from .._backend import use_backend
+from .._version import __version__
 from . import data as task_data
 from .models import parameter_count, recurrent_model, tcn_model
 
@@ -50,12 +51,12 @@ class TaskConfig:
     n_eval: int = 0       # validation and test sizes of the synthetic tasks
 
 
-# The paper's settings (../shared/docs/reference-tcn.md). JSB: the authors' script defaults (4 levels
-# x 150, K=5, dropout 0.25, clip 0.2) reach 8.42 here; 3 levels x 256, K=2, dropout 0.5, clip 0.4 had
-# the best validation NLL of twelve variants tried (README). MNIST-1D
-# is not in the paper: a TCN whose receptive field (121 steps) covers the 40-step sequence; dropout
-# 0.2 had the best validation accuracy of five variants tried (dropout 0, 0.1, 0.2, 0.3 at lr 1e-3,
-# 5 levels of K=3).
+# The paper's settings (Bai, Kolter & Koltun 2018, and the authors' TCN scripts; docs/tasks.md).
+# JSB: the authors' script defaults (4 levels x 150, K=5, dropout 0.25, clip 0.2) reach 8.42 here;
+# 3 levels x 256, K=2, dropout 0.5, clip 0.4 had the best validation NLL of twelve variants tried
+# (docs/tasks.md). MNIST-1D is not in the paper: a TCN whose receptive field (121 steps) covers the
+# 40-step sequence; dropout 0.2 had the best validation accuracy of five variants tried (dropout 0,
+# 0.1, 0.2, 0.3 at lr 1e-3, 5 levels of K=3).
 PAPER = {
     "adding": TaskConfig("adding", 2, (24,) * 8, 8, 0.0, 1, False, "adam", 2e-3, 0.0, 32, 10, "mse",
                          T=600, n_train=50000, n_eval=1000),
@@ -218,7 +219,8 @@ def train(task, model_kind="tcn", data_path=None, epochs=None, T=None, device="c
                 sums = torch.tensor([total, count], dtype=torch.float64, device=device)
                 dist.all_reduce(sums)
                 total, count = sums.tolist()
-            row = dict(epoch=epoch, train_loss=total / count, valid_metric=evaluate(cfg, model, loaders["valid"], device),
+            row = dict(epoch=epoch, train_loss=total / count,
+                       valid_metric=evaluate(cfg, model, loaders["valid"], device),
                        test_metric=evaluate(cfg, model, loaders["test"], device),
                        seconds=time.perf_counter() - start)
             history.append(row)

@@ -30,9 +30,46 @@ def _aligned(value, ALIGN: tl.constexpr):
 
 
 @triton.jit
+def _in_row(offs, ROW_INT64: tl.constexpr):
+    # In-row offsets stay int32 (half the integer work of int64) unless the host found a row that
+    # spans 2^31 elements; batch-row bases are always int64.
+    if ROW_INT64:
+        offs = offs.to(tl.int64)
+    return offs
+
+
+@triton.jit
+def _accumulator(M: tl.constexpr, N: tl.constexpr, ACC_FP64: tl.constexpr):
+    # fp32 accumulation; fp64 for fp64 inputs, so that gradcheck runs through the kernels.
+    if ACC_FP64:
+        acc = tl.zeros([M, N], dtype=tl.float64)
+    else:
+        acc = tl.zeros([M, N], dtype=tl.float32)
+    return acc
+
+
+@triton.jit
+def _operand(tile, UPCAST: tl.constexpr):
+    # fp32 and fp64 tiles go into tl.dot as they are; 16-bit ones too on a GPU (tensor cores), but
+    # the interpreter computes bf16 dots wrong, so the host asks for fp32 there (UPCAST).
+    if UPCAST:
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@triton.jit
 def _first_tap(K, DILATION, reach):
     # Taps whose shift (K-1-k)*D exceeds `reach` read only padding for the whole time block.
     return tl.maximum(K - 1 - reach // DILATION, 0)
+
+
+@triton.jit
+def _activate(acc, ACTIVATION: tl.constexpr):
+    """The activation of tcnkernels.ops.specs.ACTIVATIONS[name] == ACTIVATION, in the accumulator's dtype."""
+    if ACTIVATION == 1:
+        # `where(acc < 0, 0, acc)` rather than maximum: NaN propagates, as with torch.relu.
+        acc = tl.where(acc < 0, tl.zeros_like(acc), acc)
+    return acc
 
 
 @triton.jit
@@ -56,30 +93,41 @@ def _dropout_keep(seed_ptr, SEED_INDEX: tl.constexpr, row, t0, L, BLOCK_T: tl.co
 
 @triton.jit
 def causal_conv1d_kernel(
-    in_ptr, w_ptr, bias_ptr, out_ptr, branch_ptr, gate_ptr, seed_ptr, res_ptr, wr_ptr, res_bias_ptr,
-    C_IN, C_OUT, L, K, DILATION, W_ROWS, W_COLS, C_RES, WR_COLS,
+    # Tensors; None where the epilogue does not read or write one
+    in_ptr, w_ptr, bias_ptr, out_ptr,
+    branch_ptr, gate_ptr, seed_ptr,  # a block's pre-residual store, a backward's gate, dropout seeds
+    res_ptr, wr_ptr, res_bias_ptr,   # the residual input, its 1x1 weight and bias
+    # Sizes
+    C_IN, C_OUT, L, K, DILATION,
+    W_ROWS, W_COLS,                  # bounds of the weight loads (the host zero-pads the weight)
+    C_RES, WR_COLS,                  # channels of the residual input, bound of its weight's loads
+    # Strides, in elements
     s_in_b, s_in_c, s_in_t,
     s_w_out, s_w_in, s_w_k,
     s_bias,
     s_out_b, s_out_c, s_out_t,
     s_res_b, s_res_c, s_res_t,
     s_wr_out, s_wr_in, s_res_bias,
+    # The grid: programs per batch row are N_CO_BLOCKS x N_T_BLOCKS
     N_CO_BLOCKS, N_T_BLOCKS,
+    # Direction and epilogue, in the order applied (tcnkernels.ops.specs.Epilogue)
     ANTI_CAUSAL: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    APPLY_RELU: tl.constexpr,
+    ACTIVATION: tl.constexpr,
     DROPOUT: tl.constexpr, DROP_CHANNEL: tl.constexpr, DROP_THRESHOLD: tl.constexpr, DROP_SCALE: tl.constexpr,
     SEED_INDEX: tl.constexpr,
     GATE: tl.constexpr, GATE_SCALE: tl.constexpr,
     STORE_BRANCH: tl.constexpr,
     RESIDUAL: tl.constexpr,
-    FINAL_RELU: tl.constexpr,
+    FINAL_ACTIVATION: tl.constexpr,
+    # Precision and alignment
     UPCAST: tl.constexpr,
     ACC_FP64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     ALIGN: tl.constexpr,
     ALIGN_OUT: tl.constexpr,
     ROW_INT64: tl.constexpr,
+    # Tiles
     BLOCK_CO: tl.constexpr,
     BLOCK_CI: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -89,12 +137,13 @@ def causal_conv1d_kernel(
     Forward: in = x, causal taps (t - shift). Input gradient: in = g (dy, gated already), w read
     transposed through its strides, anti-causal taps (t + shift). The epilogue, in order, each step
     compiled in only when asked for:
-      + bias; ReLU; dropout (Philox mask of seed_ptr[SEED_INDEX], kept values * DROP_SCALE);
+      + bias; activation (ACTIVATION: 0 none, 1 ReLU);
+      dropout (Philox mask of seed_ptr[SEED_INDEX], kept values * DROP_SCALE);
       * (gate > 0) * GATE_SCALE (a backward's ReLU-and-dropout gate, from a saved output);
       branch_ptr <- acc (a block's conv2 keeps its pre-residual output for the backward);
       + residual: RESIDUAL 1 adds res[b, o, t]; 2 adds res_bias[o] + sum_i wr[o, i] res[b, i, t]
         (the block's 1x1 downsample, or its transpose in the backward, in the same program);
-      final ReLU; out_ptr <- acc.
+      final activation (FINAL_ACTIVATION, the same codes); out_ptr <- acc.
     branch, gate and out share out's strides. W_ROWS x W_COLS (WR_COLS for wr) bound the weight
     loads: C_OUT x C_IN, or wider where the host zero-padded the weight (K-major, 16-element rows),
     so that those loads need no per-element mask.
@@ -115,8 +164,7 @@ def causal_conv1d_kernel(
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     offs_t = t0 + tl.arange(0, BLOCK_T)
     offs_ci = tl.arange(0, BLOCK_CI)
-    if ROW_INT64:
-        offs_co, offs_t, offs_ci = offs_co.to(tl.int64), offs_t.to(tl.int64), offs_ci.to(tl.int64)
+    offs_co, offs_t, offs_ci = _in_row(offs_co, ROW_INT64), _in_row(offs_t, ROW_INT64), _in_row(offs_ci, ROW_INT64)
     in_row = in_ptr + pid_b.to(tl.int64) * _aligned(s_in_b, ALIGN)
     # Hoisted tile offsets: an iteration only adds the scalar offset of its channel block and tap.
     x_offs = offs_ci[:, None] * s_in_c + offs_t[None, :] * s_in_t
@@ -130,10 +178,7 @@ def causal_conv1d_kernel(
         k_first = _first_tap(K, DILATION, t0 + BLOCK_T - 1)
     n_iter = tl.cdiv(C_IN, BLOCK_CI) * (K - k_first)
 
-    if ACC_FP64:
-        acc = tl.zeros([BLOCK_CO, BLOCK_T], dtype=tl.float64)
-    else:
-        acc = tl.zeros([BLOCK_CO, BLOCK_T], dtype=tl.float32)
+    acc = _accumulator(BLOCK_CO, BLOCK_T, ACC_FP64)
     k = k_first
     ci0 = 0
     for _ in range(n_iter):
@@ -148,10 +193,7 @@ def causal_conv1d_kernel(
         tile = tl.load(x_ptrs, mask=mask_ci[:, None] & mask_t[None, :], other=0.0)
         w_tile = tl.load(w_ptr + (ci0 * s_w_in + k * s_w_k) + w_offs,
                          mask=mask_w_rows[:, None] & (offs_ci < W_COLS - ci0)[None, :], other=0.0)
-        if UPCAST:
-            tile = tile.to(tl.float32)
-            w_tile = w_tile.to(tl.float32)
-        acc = tl.dot(w_tile, tile, acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(_operand(w_tile, UPCAST), _operand(tile, UPCAST), acc, input_precision=INPUT_PRECISION)
         # next (channel block, tap): taps run fastest, so the K shifted reads of a tile hit L1/L2
         k += 1
         wrap = k == K
@@ -161,14 +203,13 @@ def causal_conv1d_kernel(
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_co * s_bias, mask=mask_co, other=0.0)
         acc += bias.to(acc.dtype)[:, None]
-    if APPLY_RELU:
-        # `where(acc < 0, 0, acc)` rather than maximum: NaN propagates, as with torch.relu.
-        acc = tl.where(acc < 0, tl.zeros_like(acc), acc)
+    acc = _activate(acc, ACTIVATION)
     if DROPOUT:
         keep = _dropout_keep(seed_ptr, SEED_INDEX, pid_b.to(tl.int64) * C_OUT + offs_co, t0, L, BLOCK_T,
                              DROP_CHANNEL, DROP_THRESHOLD)
         acc = tl.where(keep, acc * DROP_SCALE, tl.zeros_like(acc))
-    out_offs = pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN_OUT) + offs_co[:, None] * s_out_c + offs_t[None, :] * s_out_t
+    out_offs = (pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN_OUT) + offs_co[:, None] * s_out_c
+                + offs_t[None, :] * s_out_t)
     mask_out = mask_co[:, None] & (offs_t < L_out)[None, :]
     if GATE:
         gate = tl.load(gate_ptr + out_offs, mask=mask_out, other=0.0)
@@ -183,8 +224,7 @@ def causal_conv1d_kernel(
         acc = _residual_gemm(acc, res_ptr + pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT), wr_ptr, res_bias_ptr,
                              offs_co, offs_t, mask_co, C_RES, WR_COLS, L_out, _aligned(s_res_c, ALIGN_OUT), s_res_t,
                              s_wr_out, s_wr_in, s_res_bias, UPCAST, INPUT_PRECISION, BLOCK_CI)
-    if FINAL_RELU:
-        acc = tl.where(acc < 0, tl.zeros_like(acc), acc)
+    acc = _activate(acc, FINAL_ACTIVATION)
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
 
 
@@ -202,31 +242,38 @@ def _residual_gemm(acc, res_row, wr_ptr, res_bias_ptr, offs_co, offs_t, mask_co,
                        mask=(ci0 + offs_ci < C_RES)[:, None] & mask_t, other=0.0)
         w_tile = tl.load(wr_ptr + offs_co[:, None] * s_wr_out + (ci0 + offs_ci)[None, :] * s_wr_in,
                          mask=mask_co[:, None] & (ci0 + offs_ci < WR_COLS)[None, :], other=0.0)
-        if UPCAST:
-            tile = tile.to(tl.float32)
-            w_tile = w_tile.to(tl.float32)
-        acc = tl.dot(w_tile, tile, acc, input_precision=INPUT_PRECISION)
+        acc = tl.dot(_operand(w_tile, UPCAST), _operand(tile, UPCAST), acc, input_precision=INPUT_PRECISION)
     return acc
 
 
 @triton.jit
 def causal_conv1d_weight_grad_kernel(
-    x_ptr, dy_ptr, y_ptr, gate2_ptr, g_ptr, ds_ptr, partial_ptr, res_dy_ptr, res_partial_ptr,
+    # Tensors; None where no gate or store asks for one
+    x_ptr, dy_ptr, y_ptr, gate2_ptr,  # the conv's input, its output gradient, the gates' saved outputs
+    g_ptr, ds_ptr,                    # stores: the gated gradient, the residual's gradient
+    partial_ptr,                      # (N_CHUNKS, C_OUT*C_IN*K + C_OUT) fp32 partial sums
+    res_dy_ptr, res_partial_ptr,      # a block's 1x1 downsample: its gradient, its partials
+    # Sizes
     B, C_IN, C_OUT, L, K, DILATION,
+    # Strides, in elements (gate2 has y's)
     s_x_b, s_x_c, s_x_t,
     s_dy_b, s_dy_c, s_dy_t,
     s_y_b, s_y_c, s_y_t,
+    # The grid: (input-channel block, output-channel block, tap, chunk); items are (b, time block)
     N_CO_BLOCKS, N_CI_BLOCKS, N_T_BLOCKS, N_CHUNKS,
+    # Gates and stores
     GATE_BY_RELU: tl.constexpr,
     GATE2: tl.constexpr, GATE2_SCALE: tl.constexpr,
     WRITE_G: tl.constexpr,
     WRITE_DS: tl.constexpr,
     RES_TAP: tl.constexpr,
+    # Precision and alignment
     UPCAST: tl.constexpr,
     ACC_FP64: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     ALIGN: tl.constexpr,
     ROW_INT64: tl.constexpr,
+    # Tiles
     BLOCK_CO: tl.constexpr,
     BLOCK_CI: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -281,8 +328,7 @@ def causal_conv1d_weight_grad_kernel(
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     offs_ci = pid_ci * BLOCK_CI + tl.arange(0, BLOCK_CI)
     offs_tt = tl.arange(0, BLOCK_T)
-    if ROW_INT64:
-        offs_co, offs_ci, offs_tt = offs_co.to(tl.int64), offs_ci.to(tl.int64), offs_tt.to(tl.int64)
+    offs_co, offs_ci, offs_tt = _in_row(offs_co, ROW_INT64), _in_row(offs_ci, ROW_INT64), _in_row(offs_tt, ROW_INT64)
     mask_co = offs_co < C_OUT
     mask_ci = offs_ci < C_IN
     dy_offs = offs_co[:, None] * s_dy_c + offs_tt[None, :] * s_dy_t
@@ -290,12 +336,8 @@ def causal_conv1d_weight_grad_kernel(
     g_offs = offs_co[:, None] * L + offs_tt[None, :]  # g is allocated contiguous (B, C_OUT, L)
     x_offs = offs_tt[:, None] * s_x_t + offs_ci[None, :] * s_x_c  # x read transposed: (t, i)
 
-    if ACC_FP64:
-        acc = tl.zeros([BLOCK_CO, BLOCK_CI], dtype=tl.float64)
-        acc_bias = tl.zeros([BLOCK_CO], dtype=tl.float64)
-    else:
-        acc = tl.zeros([BLOCK_CO, BLOCK_CI], dtype=tl.float32)
-        acc_bias = tl.zeros([BLOCK_CO], dtype=tl.float32)
+    acc = _accumulator(BLOCK_CO, BLOCK_CI, ACC_FP64)
+    acc_bias = tl.zeros([BLOCK_CO], dtype=acc.dtype)
     for _ in range(n_iter):
         t0 = tb * BLOCK_T
         b64 = b.to(tl.int64)
@@ -305,8 +347,7 @@ def causal_conv1d_weight_grad_kernel(
         if GATE_BY_RELU:
             y = tl.load(y_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
             g = tl.where(y > 0, g, tl.zeros_like(g))
-        if UPCAST:
-            g = g.to(tl.float32)
+        g = _operand(g, UPCAST)
         if WRITE_DS:
             ds = g
         if GATE2:
@@ -315,8 +356,7 @@ def causal_conv1d_weight_grad_kernel(
         mask_x = (offs_tt >= shift - t0) & mask_t
         x_cols = tl.load(x_ptr + b64 * s_x_b + (t0 - shift) * s_x_t + x_offs, mask=mask_x[:, None] & mask_ci[None, :],
                          other=0.0)
-        if UPCAST:
-            x_cols = x_cols.to(tl.float32)
+        x_cols = _operand(x_cols, UPCAST)
         if is_first:  # stores cast to the buffers' dtype
             if WRITE_G:
                 tl.store(g_ptr + b64 * C_OUT * L + t0 + g_offs, g, mask=mask_g)

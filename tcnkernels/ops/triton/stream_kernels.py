@@ -45,9 +45,13 @@ def _conv_step(w_ptr, bias_ptr, conv_ptr, ring_off_ptr, ring_row, conv, inp, ste
 
 @triton.jit
 def stream_step_kernel(
+    # Tensors: the new steps and their outputs; the tables (see above); the rings and the counter
     x_ptr, out_ptr, w_ptr, bias_ptr, conv_ptr, ring_off_ptr, stage_ptr, ring_ptr, counter_ptr, done_ptr,
+    # Sizes
     B, N_STEPS, N_STAGES, C_IN, C_OUT, ROW_STRIDE,
+    # Strides of x and out, in elements
     s_x_b, s_x_c, s_x_t, s_o_b, s_o_c, s_o_t,
+    # Tiles: CP every layer's padded width, KMAX the widest kernel, BLOCK_CI the reduction chunk
     CP: tl.constexpr, KMAX: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)

@@ -63,12 +63,17 @@ def _prepare_segment(v_ptr, g_ptr, out_ptr, row_block, C_OUT, C_IN, K, C_PAD, s_
 
 @triton.jit
 def weight_prep_kernel(
+    # Per segment s: tensors (v, g or None, out), sizes (C_OUT, C_IN, K, C_PAD: out's padded width),
+    # strides (v's, g's); segments 1 and 2 are unused (None, zeros) below N_SEGMENTS
     v0_ptr, g0_ptr, out0_ptr, C_OUT0, C_IN0, K0, C_PAD0, s_v0_out, s_v0_in, s_v0_k, s_g0,
     v1_ptr, g1_ptr, out1_ptr, C_OUT1, C_IN1, K1, C_PAD1, s_v1_out, s_v1_in, s_v1_k, s_g1,
     v2_ptr, g2_ptr, out2_ptr, C_OUT2, C_IN2, K2, C_PAD2, s_v2_out, s_v2_in, s_v2_k, s_g2,
+    # The grid: N_ROW_BLOCKS programs per segment
     N_ROW_BLOCKS,
+    # Segments and their weight norm
     N_SEGMENTS: tl.constexpr,
     HAS_NORM0: tl.constexpr, HAS_NORM1: tl.constexpr, HAS_NORM2: tl.constexpr,
+    # Tiles
     BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """out_s[k, o, i] = (g_s[o] / ||v_s[o]|| if HAS_NORM_s else 1) * v_s[o, i, k], zero for
@@ -138,12 +143,17 @@ def _finalize_segment(partial_ptr, N_CHUNKS, v_ptr, g_ptr, dv_ptr, dg_ptr, db_pt
 
 @triton.jit
 def weight_grad_finalize_kernel(
+    # Per segment s: the partials and their chunk count, the parameters (v, g or None), the outputs
+    # (dv, dg or None, db), sizes and v's and g's strides; unused segments get None and zeros
     p0_ptr, N_CHUNKS0, v0_ptr, g0_ptr, dv0_ptr, dg0_ptr, db0_ptr, C_OUT0, C_IN0, K0, s_v0_out, s_v0_in, s_v0_k, s_g0,
     p1_ptr, N_CHUNKS1, v1_ptr, g1_ptr, dv1_ptr, dg1_ptr, db1_ptr, C_OUT1, C_IN1, K1, s_v1_out, s_v1_in, s_v1_k, s_g1,
     p2_ptr, N_CHUNKS2, v2_ptr, g2_ptr, dv2_ptr, dg2_ptr, db2_ptr, C_OUT2, C_IN2, K2, s_v2_out, s_v2_in, s_v2_k, s_g2,
+    # The grid: N_ROW_BLOCKS programs per segment
     N_ROW_BLOCKS,
+    # Segments and their weight norm
     N_SEGMENTS: tl.constexpr,
     HAS_NORM0: tl.constexpr, HAS_NORM1: tl.constexpr, HAS_NORM2: tl.constexpr,
+    # Tiles
     BLOCK_O: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
     """For up to three convs in one launch: sum the weight-gradient kernel's per-chunk partials in

@@ -8,10 +8,19 @@ gradient: by the elements of g it reduces over); static code outside the loop is
 budgets below are checked by the compile-only test tier. Nothing here is timed.
 """
 import dataclasses
+import json
+import multiprocessing
+import platform
 import subprocess
+import time
 from pathlib import Path
 
 import torch
+import triton
+from tqdm import tqdm
+from triton.backends.nvidia.compiler import get_ptxas
+
+from tcnkernels.bench.report import environment as bench_environment
 
 from .launches import ARCHS, PRECISIONS, conv_launches, network_launches
 from .sass import compile_launch
@@ -56,10 +65,10 @@ def work_model(launch):
     if name == "causal_conv1d_kernel":
         grad = bool(a["ANTI_CAUSAL"])
         layer = (a["C_OUT"], a["C_IN"]) if grad else (a["C_IN"], a["C_OUT"])
-        epilogue = [n for n, on in (("bias", a["HAS_BIAS"]), ("relu", a["APPLY_RELU"]), ("dropout", a["DROPOUT"]),
+        epilogue = [n for n, on in (("bias", a["HAS_BIAS"]), ("relu", a["ACTIVATION"] == 1), ("dropout", a["DROPOUT"]),
                                     ("gate", a["GATE"]), ("branch", a["STORE_BRANCH"]),
                                     ("residual" if a["RESIDUAL"] == 1 else "1x1-residual", a["RESIDUAL"]),
-                                    ("relu", a["FINAL_RELU"])) if on]
+                                    ("relu", a["FINAL_ACTIVATION"] == 1)) if on]
         return dict(role="input-grad" if grad else "forward", layer=(*layer, a["K"], a["DILATION"]),
                     trips=_cdiv(a["C_IN"], a["BLOCK_CI"]) * a["K"], per_cta=a["BLOCK_CO"] * a["BLOCK_T"],
                     epilogue="+".join(epilogue))
@@ -75,7 +84,7 @@ def work_model(launch):
     if name == "weight_grad_finalize_kernel":
         return dict(role="weight-grad-sum", layer=(a["C_IN0"], a["C_OUT0"], a["K0"], None), trips=a["N_CHUNKS0"],
                     per_cta=a["BLOCK_O"] * a["C_IN0"] * a["K0"])
-    raise KeyError(f"no work model for kernel {name}: add one to tcnkernels/bench/sass.py")
+    raise KeyError(f"no work model for kernel {name}: add one to tools/static_profile/profile.py")
 
 
 def plain_conv_launches(config, precision, arch):
@@ -126,7 +135,8 @@ def full_width(row):
 
 def budgeted(row):
     """Whether a per-output budget applies to this row: the plain conv, full width, a budgeted role."""
-    return row.get("source", "conv") == "conv" and (row["config"], row["role"]) in PER_OUTPUT_BUDGETS and full_width(row)
+    return (row.get("source", "conv") == "conv" and (row["config"], row["role"]) in PER_OUTPUT_BUDGETS
+            and full_width(row))
 
 
 CONV_ROLES = ("forward", "input-grad", "weight-grad")
@@ -190,10 +200,8 @@ def _profile_one(job):
 
 def profile(configs=tuple(PROFILE_CONFIGS), precisions=tuple(PRECISIONS), archs=(90, 80), workers=1, progress=True):
     """Rows of every (config, precision, arch), compiled in `workers` processes."""
-    from tqdm import tqdm
     jobs = [(c, p, a) for a in archs for c in configs for p in precisions]
     if workers > 1:
-        import multiprocessing
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             results = list(tqdm(pool.imap(_profile_one, jobs), total=len(jobs), disable=not progress, desc="sass"))
     else:
@@ -202,12 +210,6 @@ def profile(configs=tuple(PROFILE_CONFIGS), precisions=tuple(PRECISIONS), archs=
 
 
 def environment():
-    import platform
-    import time
-
-    import triton
-    from triton.backends.nvidia.compiler import get_ptxas
-    from .report import environment as bench_environment
     ptxas = {arch: subprocess.run([get_ptxas(arch).path, "--version"], capture_output=True, text=True).stdout
              .strip().splitlines()[-1] for arch in ARCHS}
     return dict(date=time.strftime("%Y-%m-%d"), triton=triton.__version__, torch=torch.__version__,
@@ -259,7 +261,8 @@ def render_markdown(profile_rows, env):
     ]
     budgets = ", ".join(f"{c} {r} <= {b}" for (c, r), b in PER_OUTPUT_BUDGETS.items())
     lines += ["## Summary: full-width layers, sm_90", "", f"Budgets (TF32, triton {BUDGET_TRITON}): {budgets}.", "",
-              "| config | precision | kernel | layer | instr/out (worst) | budget | regs | spills | CTAs/SM | MMA | loads |",
+              "| config | precision | kernel | layer | instr/out (worst) | budget | regs | spills | CTAs/SM | MMA "
+              "| loads |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary_rows(profile_rows):
         lines.append(f"| {s['config']} | {s['precision']} | {s['role']} | {s['layer']} | {s['per_output']:.2f} | "
@@ -293,7 +296,6 @@ def render_markdown(profile_rows, env):
 
 
 def write_profile(profile_rows, env, out_dir):
-    import json
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "sass-sm90.json", out_dir / "sass-sm90.md"]

@@ -11,8 +11,19 @@ import dataclasses
 import functools
 
 import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.jit import JITFunction, create_function_from_signature
+
+from tcnkernels import use_backend
+from tcnkernels.functional import causal_conv1d
+from tcnkernels.nn import TemporalBlock, TemporalConvNet
+from tcnkernels.ops import launching
+from tcnkernels.streaming import Streamer
 
 PRECISIONS = {"tf32": (torch.float32, True), "ieee": (torch.float32, False), "bf16": (torch.bfloat16, False)}
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,12 +41,13 @@ class Launch:
     """One recorded kernel launch: the JITFunction, its grid, and its arguments by name."""
     kernel: object
     grid: tuple
-    args: tuple
-    kwargs: dict
+    named: dict
 
     @property
-    def named(self):
-        return dict(zip(self.kernel.arg_names, self.args), **self.kwargs)
+    def kwargs(self):
+        """The constexprs and launch options: what selects one compiled configuration."""
+        constexprs = {p.name for p in self.kernel.params if p.is_constexpr}
+        return {k: v for k, v in self.named.items() if k in constexprs or k in LAUNCH_OPTIONS}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -43,45 +55,28 @@ class Launch:
 
 @contextlib.contextmanager
 def recorded_launches(arch, tf32):
-    """Inside: the launchers record instead of launching (through their one launch point), believe
-    they run on `arch`, and the triton backend accepts meta tensors. Yields the list of launches."""
-    from triton.runtime.jit import JITFunction
-
-    from .. import _backend
-    from ..ops import conv_launch, launching
-
+    """Inside: the launchers record instead of launching (through their one launch point), plan for
+    `arch`, and the triton backend accepts meta tensors. Yields the list of launches."""
     launches = []
 
-    def record(kernel, grid, device_of, args, meta):
+    def record(kernel, grid, device_of, tensors, static):
         if not isinstance(kernel, JITFunction):
             raise RuntimeError("no compiled Triton kernels to record: run without TRITON_INTERPRET")
-        launches.append(Launch(kernel, grid, args, meta))
+        launches.append(Launch(kernel, grid, {**tensors, **static}))
 
-    saved = dict(launch=launching.launch, target_of=launching.target_of)
-    saved_reason, saved_tf32 = _backend.triton_unusable_reason, torch.backends.cudnn.allow_tf32
-    plans = [conv_launch._conv_plan, conv_launch._weight_grad_plan]  # cached per key, and the target is not in it
-    for plan in plans:
-        plan.cache_clear()
+    target = launching.Target(gpu=True, sm_count=ARCHS[arch].sm_count, capability=arch)
+    saved_tf32 = torch.backends.cudnn.allow_tf32
     try:
-        launching.launch = record
-        launching.target_of = lambda device: launching.Target(gpu=True, sm_count=ARCHS[arch].sm_count,
-                                                              capability=arch)
-        _backend.triton_unusable_reason = lambda device: None
         torch.backends.cudnn.allow_tf32 = tf32
-        yield launches
+        with launching.launches_replaced(record, target):
+            yield launches
     finally:
-        for name, value in saved.items():
-            setattr(launching, name, value)
-        _backend.triton_unusable_reason, torch.backends.cudnn.allow_tf32 = saved_reason, saved_tf32
-        for plan in plans:
-            plan.cache_clear()
+        torch.backends.cudnn.allow_tf32 = saved_tf32
 
 
 def network_launches(shape, precision, arch=90, dropout=0.0):
     """Every launch of one TemporalConvNet training step (forward + backward) of `shape` (B, C_in,
     channels per level, K, L) in `precision`, with `dropout`."""
-    from .._backend import use_backend
-    from ..nn import TemporalConvNet
 
     B, c_in, channels, K, L = shape
     dtype, tf32 = PRECISIONS[precision]
@@ -99,26 +94,21 @@ def network_launches(shape, precision, arch=90, dropout=0.0):
 
 @functools.lru_cache(maxsize=None)
 def _backend_for(arch):
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import make_backend
     target = GPUTarget("cuda", arch, 32)
     return target, make_backend(target)
 
 
 def specialize(launch, arch):
     """(signature, constexprs, attrs, options) the runtime derives from this launch's arguments."""
-    from triton.runtime.jit import create_function_from_signature
     _, backend = _backend_for(arch)
     kernel = launch.kernel
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    bound, specialization, options = binder(*launch.args, **launch.kwargs)
-    return kernel._pack_args(backend, dict(launch.kwargs), bound, specialization, options)
+    bound, specialization, options = binder(**launch.named)
+    return kernel._pack_args(backend, dict(launch.named), bound, specialization, options)
 
 
 def build(launch, arch):
     """Triton's CompiledKernel of `launch` for sm_<arch>, specialised as the runtime would."""
-    import triton
-    from triton.compiler import ASTSource
     options, signature, constexprs, attrs = specialize(launch, arch)
     target, _ = _backend_for(arch)
     return triton.compile(ASTSource(launch.kernel, signature, constexprs, attrs), target=target,
@@ -136,8 +126,6 @@ SWEEP_DILATIONS = (1, 16)                # ALIGN 1 and ALIGN = a whole 16-byte v
 
 def conv_launches(c_in, c_out, L, K, dilation, precision, arch, batch=2):
     """The launches of one causal_conv1d (bias, ReLU) forward + backward on meta tensors."""
-    from .._backend import use_backend
-    from ..functional import causal_conv1d
     dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
     with recorded_launches(arch, tf32) as launches, use_backend("triton"):
         x = torch.empty(batch, c_in, L, device="meta", dtype=dtype, requires_grad=True)
@@ -153,8 +141,6 @@ BLOCK_SWEEP_CHANNELS = (17, 65)  # a one-block and a wide tile; the conv sweep c
 
 def block_launches(c_in, c_out, L, K, dilation, precision, arch, dropout, training, recompute=True):
     """The launches of one TemporalBlock forward (+ backward when training) on meta tensors."""
-    from .._backend import use_backend
-    from ..nn import TemporalBlock
     dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
     with recorded_launches(arch, tf32) as launches, use_backend("triton"):
         with torch.device("meta"):
@@ -172,8 +158,6 @@ STREAM_SWEEP = ((3, (25, 25), 7), (2, (64,), 2), (5, (100, 70), 3), (1, (256,), 
 
 def stream_launches(c_in, widths, K, dtype, arch):
     """The launch of one Streamer step (the Triton step) of a TemporalConvNet, on meta tensors."""
-    from ..nn import TemporalConvNet
-    from ..streaming import Streamer
     with recorded_launches(arch, False) as launches, torch.device("meta"):
         model = TemporalConvNet(c_in, list(widths), K, dropout=0.0).to(dtype).eval()
         Streamer(model, 2, backend="triton").step(torch.empty(2, c_in, 3, dtype=dtype))
@@ -191,7 +175,7 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
 
     def add(launches):
         for launch in launches:
-            dtypes = tuple(str(a.dtype) for a in launch.args if isinstance(a, torch.Tensor))
+            dtypes = tuple(str(a.dtype) for a in launch.named.values() if isinstance(a, torch.Tensor))
             distinct.setdefault((launch.kernel.fn.__name__, dtypes, repr(sorted(launch.kwargs.items()))), launch)
 
     for precision in precisions:

@@ -9,11 +9,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from triton import knobs
+from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+
 from .launches import ARCHS, build, specialize
 
 
 def _nvidia_tool(name):
-    from triton import knobs
     return getattr(knobs.nvidia, name).path
 
 
@@ -106,7 +108,6 @@ def ctas_per_sm(registers, shared, num_warps, arch):
 
 def _ptxas_log(ptx, arch):
     """`ptxas -v` on Triton's PTX with Triton's own ptxas and flags: registers and spill bytes."""
-    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
         src.write_text(ptx)
