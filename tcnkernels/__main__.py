@@ -114,21 +114,12 @@ def cmd_train(args):
     """Train the TCN (or an LSTM/GRU baseline) on one of the paper's tasks; under torchrun, with DDP."""
     from .tasks.train import train
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        results = train(args.task, args.model, args.data, args.epochs, args.T, device, args.quick, args.out,
-                        args.seed, progress=not args.no_progress, minutes=args.minutes)
-        if int(os.environ.get("RANK", "0")) == 0:
-            best = results["best"]
-            print(f"best epoch {best['epoch']}: valid {results['config']['metric']} {best['valid_metric']:.5g}, "
-                  f"test {best['test_metric']:.5g}; wrote {args.out}/{args.task}-{args.model}-{results['device']}.json")
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()  # every rank done before any shuts the group down
-    finally:
-        # Under torchrun the process group is shut down before exit: left to the interpreter's
-        # teardown, gloo's threads can abort a rank ("terminate called without an active
-        # exception", exit code -6).
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    results = train(args.task, args.model, args.data, args.epochs, args.T, device, args.quick, args.out, args.seed,
+                    progress=not args.no_progress, minutes=args.minutes)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = results["best"]
+        print(f"best epoch {best['epoch']}: valid {results['config']['metric']} {best['valid_metric']:.5g}, "
+              f"test {best['test_metric']:.5g}; wrote {args.out}/{args.task}-{args.model}-{results['device']}.json")
     return 0
 
 

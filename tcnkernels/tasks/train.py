@@ -167,7 +167,23 @@ def train(task, model_kind="tcn", data_path=None, epochs=None, T=None, device="c
     <out_dir>/<task>-<model>-<device>.json, with the best checkpoint as .pt and the task's PNG).
 
     minutes: a wall-time budget; no epoch starts that the last epoch's duration says would end
-    past it (results["budget_reached"] says whether it cut the run short)."""
+    past it (results["budget_reached"] says whether it cut the run short).
+
+    Under torchrun, the process group this call starts is shut down before it returns: left to the
+    interpreter's teardown, gloo's threads can abort a rank ("terminate called without an active
+    exception", exit code -6)."""
+    owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    try:
+        results = _train(task, model_kind, data_path, epochs, T, device, quick, out_dir, seed, progress, minutes)
+        if owns_group:
+            dist.barrier()  # every rank done before any shuts the group down
+        return results
+    finally:
+        if owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(task, model_kind, data_path, epochs, T, device, quick, out_dir, seed, progress, minutes):
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be a positive number, got {minutes!r}")
     cfg = task_config(task, T, epochs, quick)
