@@ -2,15 +2,16 @@
 
     import tcnkernels
     y = tcnkernels.causal_conv1d(x, weight, bias, dilation=4, activation="relu")
+    y = tcnkernels.conv1d(x, weight, bias, dilation=4, groups=1, padding="same", activation="gelu")
     block = tcnkernels.TemporalBlock(n_inputs, n_outputs, kernel_size, stride=1, dilation=4, padding=...)
     model = tcnkernels.convert(model)  # swap the reference TemporalBlocks of any model
     stream = tcnkernels.Streamer(model.eval(), batch_size=1)  # exact step-by-step inference
 """
 from ._backend import BACKENDS, use_backend
 from ._version import __version__
-from .functional import causal_conv1d
-from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, convert
+from .functional import causal_conv1d, conv1d
+from .nn import CausalConv1d, TemporalBlock, TemporalConv1d, TemporalConvNet, convert
 from .streaming import Streamer
 
-__all__ = ["BACKENDS", "CausalConv1d", "Streamer", "TemporalBlock", "TemporalConvNet", "causal_conv1d", "convert",
-           "use_backend", "__version__"]
+__all__ = ["BACKENDS", "CausalConv1d", "Streamer", "TemporalBlock", "TemporalConv1d", "TemporalConvNet",
+           "causal_conv1d", "conv1d", "convert", "use_backend", "__version__"]

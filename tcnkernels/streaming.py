@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._native import native_ops
-from .nn import CausalConv1d, TemporalBlock, TemporalConvNet, is_reference_block, weight_norm_parameters
+from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet, is_reference_block, weight_norm_parameters
 from .ops import triton as triton_kernels
+from .ops.activations import RELU, activation_of
 
 STEP_BACKENDS = ("auto", "cpp", "triton", "torch")
 _VERSION = operator.attrgetter("_version")
@@ -44,10 +45,20 @@ class _Conv:
             raise ValueError(f"cannot stream {conv}: only stride 1, groups 1, zero padding are causal convs here")
         self.module, self.K, self.dilation = conv, conv.kernel_size[0], conv.dilation[0]
         self.history = (self.K - 1) * self.dilation  # input steps the next output still reads
-        if not isinstance(conv, CausalConv1d) and conv.padding != (self.history,):
+        if isinstance(conv, TemporalConv1d):
+            if conv.pad_right:
+                raise ValueError(f"cannot stream {conv}: its padding {conv.temporal_padding!r} reads "
+                                 f"{conv.pad_right} future steps; the streamer runs causal convs (padding='causal')")
+        elif conv.padding != (self.history,):
             raise ValueError(f"cannot stream {conv}: a plain Conv1d is causal only with padding (K-1)*dilation "
                              f"= {self.history} and a chomp, got padding {conv.padding}")
-        self.activation = activation if activation is not None else getattr(conv, "activation", None)
+        if activation is None:
+            act = activation_of(getattr(conv, "activation", None))[0]
+            if act not in (None, RELU):
+                raise ValueError(f"cannot stream {conv}: the streamer's steps fuse ReLU or no activation, not "
+                                 f"{act.name}")
+            activation = None if act is None else "relu"
+        self.activation = activation
         self.c_in, self.c_out = conv.in_channels, conv.out_channels
         self.fold()
 
@@ -83,6 +94,11 @@ class _Block:
 
     def __init__(self, block):
         self.module = block
+        if isinstance(block, TemporalBlock) and (
+                getattr(block, "block_activation", RELU) != RELU or not getattr(block, "final_activation", True)
+                or not getattr(block, "conv2_activation", True)):
+            raise ValueError(f"cannot stream {type(block).__name__}: the streamer's steps run the reference block "
+                             "(ReLU after each conv and after the residual)")
         activation = None if isinstance(block, TemporalBlock) else "relu"  # ours fuses the ReLUs into its convs
         self.conv1, self.conv2 = _Conv(block.conv1, activation), _Conv(block.conv2, activation)
         self.downsample = None if block.downsample is None else _Conv(block.downsample)
@@ -125,7 +141,7 @@ class _ConvStage:
 
 def _stages(model):
     """The model as a flat list of stages, or a ValueError naming what cannot stream."""
-    if isinstance(model, CausalConv1d):
+    if isinstance(model, TemporalConv1d):
         return [_ConvStage(model)]
     if isinstance(model, TemporalBlock) or is_reference_block(model):
         return [_Block(model)]

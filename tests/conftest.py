@@ -66,9 +66,11 @@ def pytest_collection_modifyitems(config, items):
 # whole suite, fails when a variant below was never launched by a fast test.
 FAST_LOOP_MARKEXPR = "not slow and not compile"
 FEATURES = {
-    "causal_conv1d_kernel": ("ANTI_CAUSAL", "HAS_BIAS", "ACTIVATION", "DROPOUT", "DROP_CHANNEL", "GATE",
-                             "STORE_BRANCH", "RESIDUAL", "FINAL_ACTIVATION", "ROW_INT64", "ACC_FP64"),
-    "causal_conv1d_weight_grad_kernel": ("GATE_BY_RELU", "GATE2", "WRITE_G", "WRITE_DS", "RES_TAP", "ACC_FP64"),
+    "causal_conv1d_kernel": ("ANTI_CAUSAL", "SHIFTED", "GROUPED", "HAS_BIAS", "ACTIVATION", "GATED", "STORE_PRE",
+                             "DROPOUT", "DROP_CHANNEL", "GATE", "STORE_BRANCH", "RESIDUAL", "FINAL_ACTIVATION",
+                             "ROW_INT64", "ACC_FP64"),
+    "causal_conv1d_weight_grad_kernel": ("SHIFTED", "GROUPED", "GATE_BY_RELU", "GATE2", "WRITE_G", "WRITE_DS",
+                                         "RES_TAP", "ACC_FP64"),
     "weight_prep_kernel": ("HAS_NORM0", "N_SEGMENTS"),
     "weight_grad_finalize_kernel": ("HAS_NORM0", "N_SEGMENTS"),
     "stream_step_kernel": (),
@@ -78,7 +80,10 @@ REQUIRED = {
     "causal_conv1d_kernel:ACTIVATION=1", "causal_conv1d_kernel:DROPOUT=True", "causal_conv1d_kernel:DROP_CHANNEL=True",
     "causal_conv1d_kernel:GATE=True", "causal_conv1d_kernel:STORE_BRANCH=True", "causal_conv1d_kernel:RESIDUAL=1",
     "causal_conv1d_kernel:RESIDUAL=2", "causal_conv1d_kernel:FINAL_ACTIVATION=1", "causal_conv1d_kernel:ROW_INT64=True",
-    "causal_conv1d_kernel:ACC_FP64=True",
+    "causal_conv1d_kernel:ACC_FP64=True", "causal_conv1d_kernel:SHIFTED=True", "causal_conv1d_kernel:GROUPED=True",
+    "causal_conv1d_kernel:GATED=True", "causal_conv1d_kernel:STORE_PRE=True",
+    *(f"causal_conv1d_kernel:ACTIVATION={code}" for code in range(1, 15)),
+    "causal_conv1d_weight_grad_kernel:SHIFTED=True", "causal_conv1d_weight_grad_kernel:GROUPED=True",
     "causal_conv1d_kernel:dtype=torch.float16", "causal_conv1d_kernel:dtype=torch.bfloat16",
     "causal_conv1d_weight_grad_kernel", "causal_conv1d_weight_grad_kernel:GATE_BY_RELU=True",
     "causal_conv1d_weight_grad_kernel:GATE2=True", "causal_conv1d_weight_grad_kernel:WRITE_G=True",

@@ -218,14 +218,14 @@ def test_forced_triton_runs_no_pytorch_convolution(device):
 def test_opcheck(case, device):
     x, w, b, dilation, act = make_inputs(case, torch.float32, device)
     activation = 1 if act == "relu" else 0
-    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d, (x, w, b, dilation, activation))
-    y = torch.ops.tcnkernels.causal_conv1d(x, w, b, dilation, activation).detach()
+    torch.library.opcheck(torch.ops.tcnkernels.conv1d, (x, w, b, None, dilation, 1, 0, activation, 0.0, 0.0))
+    y = torch.ops.tcnkernels.conv1d(x, w, b, None, dilation, 1, 0, activation, 0.0, 0.0)[0].detach()
     dy = torch.randn_like(y)
     y_gate = y if activation else None
-    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_input_grad, (dy, w.detach(), dilation))
+    torch.library.opcheck(torch.ops.tcnkernels.conv1d_input_grad, (dy, w.detach(), dilation, 1, 0))
     for write_g in (0, activation):
-        torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_weight_grad,
-                              (dy, x.detach(), y_gate, w.detach(), dilation, write_g))
+        torch.library.opcheck(torch.ops.tcnkernels.conv1d_weight_grad,
+                              (dy, x.detach(), y_gate, w.detach(), dilation, 1, 0, write_g))
 
 
 def test_frozen_weight_gates_the_input_gradient(device):

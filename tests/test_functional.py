@@ -35,7 +35,7 @@ BAD_INPUTS = [
     ("bias-shape", dict(bias=torch.randn(5)), ValueError, "bias must have shape (4,)"),
     ("bias-rank", dict(bias=torch.randn(4, 1)), ValueError, "bias must be 1-D"),
     ("device-mismatch", dict(bias=torch.randn(4, device="meta")), ValueError, "bias is on meta"),
-    ("activation", dict(activation="gelu"), ValueError, "activation must be None or 'relu'"),
+    ("activation", dict(activation="swish"), ValueError, "activation must be None, one of 'relu'"),
 ]
 
 

@@ -25,12 +25,13 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from .activations import CODES
 from .conv_launch import Residual, conv_forward, conv_input_grad, weight_grad_partials
 from .reference import temporal_block_reference
-from .specs import ACTIVATIONS, BlockSpec, ConvSpec, Epilogue
+from .specs import BlockSpec, ConvSpec, Epilogue
 from .weight_launch import PreparedWeight, finalize_weight_grads, prepare_weights
 
-RELU = ACTIVATIONS["relu"]
+RELU = CODES["relu"]
 
 
 class BlockInputs(NamedTuple):

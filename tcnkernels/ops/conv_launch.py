@@ -13,12 +13,15 @@ import torch
 import triton
 
 from . import launching
-from .launching import alignment, dtype_flags, needs_int64, new_output, plan_cache, shift_unit
+from .activations import CODES, GATES
+from .launching import alignment, dtype_flags, needs_int64, new_output, new_output_as, plan_cache, shift_unit
 from .reference import dropout_threshold
 from .specs import ConvSpec, Epilogue
 from .tiles import conv_tiles, dropout_tiles, epilogue_tiles, ieee_fp32_tiles, weight_grad_tiles
 from .triton.conv_kernels import causal_conv1d_kernel, causal_conv1d_weight_grad_kernel
 from .weight_launch import PreparedWeight, finalize_weight_grads
+
+GATE_CODES = tuple(CODES[name] for name in GATES)
 
 
 class Residual(NamedTuple):
@@ -34,15 +37,19 @@ class Residual(NamedTuple):
 
 @plan_cache
 def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_shape, in_stride, c_out, out_stride,
-               w_layout, bias_stride, res_layout, wr_layout, dtype, device, tf32):
-    """One causal_conv1d_kernel launch: in (B, c_red, L) -> out (B, c_out, L). epilogue: None for
-    the spec's own (its activation alone); w_layout: (K, rows, cols, strides) of the weight as the
+               w_layout, bias_stride, res_layout, wr_layout, pre_stride, slope_stride, dtype, device, tf32):
+    """One causal_conv1d_kernel launch: in (B, c_red, L) -> out (B, c_out, L), in groups of c_red
+    and c_out channels (spec.groups: c_red and c_out are one group's). epilogue: None for the spec's
+    own (its activation alone); w_layout: (K, rows, cols, strides, group offset) of the weight as the
     kernel reads it; bias_stride: None without a bias; res_layout: (channels, strides) of the
-    residual input, or None; wr_layout: (cols, strides, bias stride or None) of its 1x1 weight, or None."""
+    residual input, or None; wr_layout: (cols, strides, bias stride or None) of its 1x1 weight, or
+    None; pre_stride: the pre-activation store's strides (None without); slope_stride: PReLU's."""
     if epilogue is None:
         epilogue = spec.epilogue()
+    groups = spec.groups
     B, c_red, L = in_shape
-    K, w_rows, w_cols, w_strides = w_layout
+    c_red //= groups
+    K, w_rows, w_cols, w_strides, w_group = w_layout
     target = launching.target_of(device)
     residual_gemm = epilogue.residual == 2
     dropout = epilogue.dropout
@@ -51,7 +58,7 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
     if dropout is not None:
         tiles = dropout_tiles(tiles, residual_gemm)
     dilation = shift_unit(K, spec.dilation)
-    align = alignment(dtype.itemsize, L, dilation, *in_stride[:2], *out_stride[:2])
+    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
     c_res, res_strides = res_layout if res_layout is not None else (0, (0, 0, 0))
     # A block's epilogue accesses (gate, branch, residual) are not shifted: their alignment does not
     # drop at dilation 1, and claiming it frees the registers per-element addresses would take. Not
@@ -65,14 +72,17 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=dropout is not None, align=align,
                                 residual_gemm=residual_gemm)
     n_co, n_t = triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(L, tiles.BLOCK_T)
+    gated = epilogue.activation in GATE_CODES
     rows = [(in_shape[1:], in_stride[1:]), ((c_out, L), out_stride[1:])]
     if res_layout is not None:
         rows.append(((c_res, L), res_strides[1:]))
     wr_cols, wr_strides, res_bias_stride = wr_layout if wr_layout is not None else (0, (0, 0), None)
     on = dropout is not None
+    pre_stride = pre_stride or (0, 0, 0)
     static = dict(
         # sizes
-        C_IN=c_red, C_OUT=c_out, L=L, K=K, DILATION=dilation, W_ROWS=w_rows, W_COLS=w_cols, C_RES=c_res,
+        C_IN=c_red, C_OUT=c_out, L=L, K=K, DILATION=dilation, PAD_RIGHT=spec.pad_right, N_GROUPS=groups,
+        s_w_group=w_group, GATE_ROWS=c_out if gated else 0, W_ROWS=w_rows, W_COLS=w_cols, C_RES=c_res,
         WR_COLS=wr_cols, N_CO_BLOCKS=n_co, N_T_BLOCKS=n_t,
         # strides
         s_in_b=in_stride[0], s_in_c=in_stride[1], s_in_t=in_stride[2],
@@ -80,8 +90,11 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         s_out_b=out_stride[0], s_out_c=out_stride[1], s_out_t=out_stride[2],
         s_res_b=res_strides[0], s_res_c=res_strides[1], s_res_t=res_strides[2],
         s_wr_out=wr_strides[0], s_wr_in=wr_strides[1], s_res_bias=res_bias_stride or 0,
+        s_pre_b=pre_stride[0], s_pre_c=pre_stride[1], s_pre_t=pre_stride[2], s_slope=slope_stride or 0,
         # epilogue
-        ANTI_CAUSAL=anti_causal, HAS_BIAS=bias_stride is not None, ACTIVATION=epilogue.activation,
+        ANTI_CAUSAL=anti_causal, SHIFTED=spec.pad_right != 0, GROUPED=groups > 1, HAS_BIAS=bias_stride is not None,
+        ACTIVATION=epilogue.activation, ACT_P0=epilogue.act_params[0], ACT_P1=epilogue.act_params[1], GATED=gated,
+        STORE_PRE=epilogue.store_pre,
         DROPOUT=on, DROP_CHANNEL=on and dropout.mode == "channel",
         DROP_THRESHOLD=dropout_threshold(dropout.p) if on else 0, DROP_SCALE=dropout.scale if on else 0.0,
         SEED_INDEX=dropout.seed_index if on else 0,
@@ -93,35 +106,44 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         # tiles
         BLOCK_CO=tiles.BLOCK_CO, BLOCK_CI=tiles.BLOCK_CI, BLOCK_T=tiles.BLOCK_T,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-    return (B * n_co * n_t,), static
+    return (B * groups * n_co * n_t,), static
 
 
 def _launch_conv(inp, w, w_layout, bias, out, spec, epilogue, anti_causal, seeds, gate, branch, res, res_weight,
-                 res_bias, wr_layout):
+                 res_bias, wr_layout, pre=None, slope=None):
     """One causal_conv1d_kernel launch; `branch` and `gate` have out's strides (all three are ours).
     Positional: this is the hot path of every conv (keyword calls cost more on the host)."""
-    grid, static = _conv_plan(spec, epilogue, anti_causal, inp.shape, inp.stride(), out.shape[1], out.stride(),
-                              w_layout, None if bias is None else bias.stride(0),
-                              None if res is None else (res.shape[1], res.stride()), wr_layout, inp.dtype,
+    grid, static = _conv_plan(spec, epilogue, anti_causal, inp.shape, inp.stride(), out.shape[1] // spec.groups,
+                              out.stride(), w_layout, None if bias is None else bias.stride(0),
+                              None if res is None else (res.shape[1], res.stride()), wr_layout,
+                              None if pre is None else pre.stride(),
+                              None if slope is None else (slope.stride(0) if slope.numel() > 1 else 0), inp.dtype,
                               inp.device, torch.backends.cudnn.allow_tf32)
     launching.launch(causal_conv1d_kernel, grid, inp, {
         "in_ptr": inp, "w_ptr": w, "bias_ptr": bias, "out_ptr": out, "branch_ptr": branch, "gate_ptr": gate,
-        "seed_ptr": seeds, "res_ptr": res, "wr_ptr": res_weight, "res_bias_ptr": res_bias}, static)
+        "seed_ptr": seeds, "res_ptr": res, "wr_ptr": res_weight, "res_bias_ptr": res_bias, "pre_ptr": pre,
+        "slope_ptr": slope}, static)
     return out
 
 
 def conv_forward(x, weight: PreparedWeight, bias=None, *, spec: ConvSpec, epilogue: Optional[Epilogue] = None,
-                 seeds=None, branch=False, residual: Optional[Residual] = None):
-    """y = epilogue(causal_conv(x, w)); x (B, C_in, L), `weight` as `prepare_weights` returns it (or
-    any (C_out, C_in, K) tensor w with cols = C_in), bias (C_out,) or None. The epilogue (by
-    default the spec's activation; see specs.Epilogue): + bias, activation, dropout (with `seeds`),
-    then with `branch` the output so far is also returned, then + the residual, final activation.
-    Returns y, or (y, branch output)."""
+                 seeds=None, branch=False, residual: Optional[Residual] = None, slope=None):
+    """y = epilogue(conv(x, w)); x (B, C_in, L), `weight` as `prepare_weights` returns it (or
+    any (C_out, C_in // groups, K) tensor w with cols = C_in // groups), bias (C_out,) or None. The
+    epilogue (by default the spec's activation; see specs.Epilogue): + bias, activation (`slope`:
+    PReLU's, (C_out,) or (1,)), dropout (with `seeds`), then with `branch` the output so far is
+    also returned, then + the residual, final activation. A gated unit gives C_out // 2 channels.
+    y is allocated in x's layout (channel-last x, channel-last y). Returns y, or (y, branch
+    output), or with an epilogue that stores the pre-activation (y, pre-activation)."""
     w, cols = weight
     B, _, L = x.shape
     c_out, c_in, K = w.shape
-    y = new_output(x, (B, c_out, L))
-    pre = new_output(x, (B, c_out, L)) if branch else None
+    if epilogue is None:
+        epilogue = spec.epilogue()
+    c_y = c_out // 2 if epilogue.activation in GATE_CODES else c_out
+    y = new_output_as(x, (B, c_y, L))
+    pre = new_output_as(x, (B, c_out, L)) if branch else None
+    kept = new_output_as(x, (B, c_out, L)) if epilogue.store_pre else None
     if B * L > 0:
         res = res_weight = res_bias = wr_layout = None
         if residual is not None:
@@ -130,8 +152,11 @@ def conv_forward(x, weight: PreparedWeight, bias=None, *, spec: ConvSpec, epilog
                 res_weight = res_prepared.w
                 wr_layout = (res_prepared.cols, (res_weight.stride(0), 1),
                              None if res_bias is None else res_bias.stride(0))
-        _launch_conv(x, w, (K, c_out, cols, w.stride()), bias, y, spec, epilogue, False, seeds, None, pre, res,
-                     res_weight, res_bias, wr_layout)
+        rows = c_y // spec.groups
+        _launch_conv(x, w, (K, rows, cols, w.stride(), rows * w.stride(0)), bias, y, spec, epilogue, False, seeds,
+                     None, pre, res, res_weight, res_bias, wr_layout, kept, slope)
+    if kept is not None:
+        return y, kept
     return (y, pre) if branch else y
 
 
@@ -142,14 +167,15 @@ def _input_grad_epilogue(gate_scale, residual):
 
 def conv_input_grad(g, weight: PreparedWeight, *, spec: ConvSpec, gate=None, gate_scale=1.0,
                     residual: Optional[Residual] = None):
-    """dx[b, i, t] = sum_{o,k} W[o, i, k] * g[b, o, t + (K-1-k)*d]: the forward kernel with W read
-    transposed and anti-causal taps; g is already gated. Epilogue: * (gate > 0) * gate_scale (the
-    previous layer's ReLU and dropout, from its saved output), + residual.res, or + the transposed
-    1x1 conv residual.weight^T res (a downsample's input gradient)."""
+    """dx[b, i, t] = sum_{o,k} W[o, i, k] * g[b, o, t + (K-1-k)*d - pad_right] (per group): the
+    forward kernel with W read transposed and anti-causal taps; g is already gated. Epilogue:
+    * (gate > 0) * gate_scale (the previous layer's ReLU and dropout, from its saved output),
+    + residual.res, or + the transposed 1x1 conv residual.weight^T res (a downsample's input gradient)."""
     w, cols = weight
     B, _, L = g.shape
     c_out, c_in, K = w.shape
-    dx = new_output(g, (B, c_in, L))
+    groups = spec.groups
+    dx = new_output_as(g, (B, c_in * groups, L))
     if B * L > 0:
         ws = w.stride()
         res = res_weight = wr_layout = None
@@ -160,7 +186,8 @@ def conv_input_grad(g, weight: PreparedWeight, *, spec: ConvSpec, gate=None, gat
             if res_prepared is not None:  # rows are its input channels (padded), the reduction runs over its outputs
                 res_weight, code = res_prepared.w, 2
                 wr_layout = (res_weight.shape[0], (1, res_weight.stride(0)), None)
-        _launch_conv(g, w, (K, cols, c_out, (ws[1], ws[0], ws[2])), None, dx, spec,
+        per_group = c_out // groups
+        _launch_conv(g, w, (K, cols, per_group, (ws[1], ws[0], ws[2]), per_group * ws[0]), None, dx, spec,
                      _input_grad_epilogue(None if gate is None else gate_scale, code), True, None, gate, None, res,
                      res_weight, None, wr_layout)
     return dx
@@ -184,15 +211,17 @@ class WeightGradPartials(NamedTuple):
 def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_out, dtype, device, gate, gate2_scale,
                       write_g, write_ds, res_tap, tf32):
     B, c_in, L = x_shape
-    K = spec.kernel_size
+    K, groups = spec.kernel_size, spec.groups
+    c_in //= groups  # one group's
+    c_out_g = c_out // groups
     target = launching.target_of(device)
     upcast, acc_fp64, precision = dtype_flags(dtype, target, tf32)
     dilation = shift_unit(K, spec.dilation)
-    align = alignment(dtype.itemsize, L, dilation, *x_stride[:2], *dy_stride[:2], *y_stride[:2])
-    tiles = weight_grad_tiles(c_out, c_in, dtype, align, target.capability, gated=gate2_scale is not None)
+    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *x_stride[:2], *dy_stride[:2], *y_stride[:2])
+    tiles = weight_grad_tiles(c_out_g, c_in, dtype, align, target.capability, gated=gate2_scale is not None)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
         tiles = ieee_fp32_tiles(tiles, target.capability, align=align, weight_grad=True)
-    n_co, n_ci, n_t = (triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(c_in, tiles.BLOCK_CI),
+    n_co, n_ci, n_t = (triton.cdiv(c_out_g, tiles.BLOCK_CO), triton.cdiv(c_in, tiles.BLOCK_CI),
                        triton.cdiv(L, tiles.BLOCK_T))
     # Chunks of (batch row, time block) items: enough programs for about one resident wave (about
     # four 4-warp or two 8-warp CTAs per SM, from the static profile); a few in the interpreter (more
@@ -200,10 +229,11 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
     # the partials and their summation order never change, so gradients are bitwise reproducible.
     resident = target.sm_count * (16 // tiles.num_warps) if target.gpu else 4
     taps = K + 1 if res_tap else K
-    n_chunks = max(1, min(B * n_t, resident // (n_co * n_ci * taps)))
+    n_chunks = max(1, min(B * n_t, resident // (n_co * n_ci * taps * groups)))
     static = dict(
         # sizes
-        B=B, C_IN=c_in, C_OUT=c_out, L=L, K=K, DILATION=dilation,
+        B=B, C_IN=c_in, C_OUT=c_out, L=L, K=K, DILATION=dilation, PAD_RIGHT=spec.pad_right, N_GROUPS=groups,
+        C_OUT_G=c_out_g, SHIFTED=spec.pad_right != 0, GROUPED=groups > 1,
         N_CO_BLOCKS=n_co, N_CI_BLOCKS=n_ci, N_T_BLOCKS=n_t, N_CHUNKS=n_chunks,
         # strides
         s_x_b=x_stride[0], s_x_c=x_stride[1], s_x_t=x_stride[2],
@@ -214,12 +244,12 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
         WRITE_DS=write_ds, RES_TAP=res_tap,
         # precision and alignment
         UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align,
-        ROW_INT64=needs_int64(((c_in, L), x_stride[1:]), ((c_out, L), dy_stride[1:]), ((c_out, L), y_stride[1:]),
+        ROW_INT64=needs_int64(((x_shape[1], L), x_stride[1:]), ((c_out, L), dy_stride[1:]), ((c_out, L), y_stride[1:]),
                               ((c_out, L), (L, 1))),
         # tiles
         BLOCK_CO=tiles.BLOCK_CO, BLOCK_CI=tiles.BLOCK_CI, BLOCK_T=tiles.BLOCK_T,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-    return (n_chunks * n_co * n_ci * taps,), static, n_chunks, torch.float64 if acc_fp64 else torch.float32
+    return (n_chunks * groups * n_co * n_ci * taps,), static, n_chunks, torch.float64 if acc_fp64 else torch.float32
 
 
 def weight_grad_partials(dy, x, y=None, *, spec: ConvSpec, gate2=None, gate2_scale=1.0, write_g=False,
@@ -242,7 +272,7 @@ def weight_grad_partials(dy, x, y=None, *, spec: ConvSpec, gate2=None, gate2_sca
     grid, static, n_chunks, acc_dtype = _weight_grad_plan(
         spec, x.shape, x.stride(), dy.stride(), gate.stride(), c_out, x.dtype, x.device, y is not None,
         None if gate2 is None else gate2_scale, write_g, write_ds, res_tap, torch.backends.cudnn.allow_tf32)
-    partial = new_output(x, (n_chunks, c_out * (c_in * K + 1)), dtype=acc_dtype)
+    partial = new_output(x, (n_chunks, c_out * (c_in // spec.groups * K + 1)), dtype=acc_dtype)
     res_partial = new_output(x, (n_chunks, c_out * (c_in + 1)), dtype=acc_dtype) if res_tap else None
     if B * L == 0:
         return WeightGradPartials(partial.zero_(), n_chunks, g, ds,

@@ -12,6 +12,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._native import native_ops
+from .activations import activate, activation_of
+
+
+def conv1d_reference(x, weight, bias=None, dilation=1, groups=1, padding=None, activation=None, slope=None):
+    """y = act(conv1d(pad(x, padding), weight, bias, dilation, groups)); x: (B, C_in, L); padding
+    (left, right) with left + right = (K-1)*dilation (None: causal, all on the left); activation an
+    activations.Activation (or a name), slope PReLU's weight."""
+    if padding is None:
+        padding = ((weight.shape[-1] - 1) * dilation, 0)
+    if isinstance(activation, str):
+        activation = activation_of(activation)[0]
+    y = F.conv1d(F.pad(x, padding), weight, bias, dilation=dilation, groups=groups)
+    return activate(y, activation, slope)
 
 
 def causal_conv1d_reference(x, weight, bias=None, dilation=1, activation=None):
@@ -88,22 +101,33 @@ def draw_dropout_seeds(n, device):
     return torch.randint(0, 2**62, (n,), device=device, dtype=torch.int64)
 
 
-def temporal_block_reference(x, w1, b1, w2, b2, wd, bd, dilation, p=0.0, mode="element", seeds=None,
-                             conv=causal_conv1d_reference):
+def _conv(x, weight, bias, dilation, pad_right, activation):
+    """The block's conv in this reference: right padding pad_right, the rest on the left."""
+    total = (weight.shape[-1] - 1) * dilation
+    return conv1d_reference(x, weight, bias, dilation, 1, (total - pad_right, pad_right), activation)
+
+
+def temporal_block_reference(x, w1, b1, w2, b2, wd, bd, dilation, p=0.0, mode="element", seeds=None, conv=_conv,
+                             activation="relu", final_activation=True, conv2_activation=True, pad_right=0):
     """The reference TemporalBlock's forward on given weights, left padding instead of pad + chomp,
     and Philox dropout (applied when `seeds`, two int64 seeds, are given; p one probability or a pair):
     what the fused block computes. x: (B, C_in, L); w1 (C_out, C_in, K); w2 (C_out, C_out, K);
-    wd (C_out, C_in, 1) or None. `conv`: the causal conv the block is built from (this reference's,
-    or the fused op, which torch.compile traces)."""
+    wd (C_out, C_in, 1) or None. `conv(x, w, b, dilation, pad_right, activation)`: the conv the
+    block is built from (this reference's, or the fused op). The options: `activation` after each
+    conv (a name or an activations.Activation), none after the residual add without
+    `final_activation` (Darts' block), none after conv2 without `conv2_activation` (Darts' last
+    block), `pad_right` steps of each conv's padding on the right (0: causal)."""
+    if isinstance(activation, str):
+        activation = activation_of(activation)[0]
     p1, p2 = p if isinstance(p, (tuple, list)) else (p, p)
-    out = conv(x, w1, b1, dilation, "relu")
+    out = conv(x, w1, b1, dilation, pad_right, activation)
     if seeds is not None:
         out = dropout_reference(out, seeds[0], p1, mode)
-    out = conv(out, w2, b2, dilation, "relu")
+    out = conv(out, w2, b2, dilation, pad_right, activation if conv2_activation else None)
     if seeds is not None:
         out = dropout_reference(out, seeds[1], p2, mode)
-    res = x if wd is None else conv(x, wd, bd, 1, None)
-    return torch.relu(out + res)
+    res = x if wd is None else conv(x, wd, bd, 1, 0, None)
+    return activate(out + res, activation) if final_activation else out + res
 
 
 class Chomp1d(nn.Module):
@@ -143,14 +167,16 @@ class TemporalBlockBase(nn.Module):
         return self.relu(out + res)
 
 
-def temporal_levels(block, num_inputs, num_channels, kernel_size, dropout, **kwargs):
-    """The reference TemporalConvNet's stack: level i is a block with dilation 2**i."""
+def temporal_levels(block, num_inputs, num_channels, kernel_size, dropout, padding=None, **kwargs):
+    """The reference TemporalConvNet's stack: level i is a block with dilation 2**i (padding: the
+    reference's causal (kernel_size-1)*dilation when None, else passed as it is)."""
     layers = []
     for i, out_channels in enumerate(num_channels):
         dilation = 2**i
         in_channels = num_inputs if i == 0 else num_channels[i - 1]
         layers.append(block(in_channels, out_channels, kernel_size, stride=1, dilation=dilation,
-                            padding=(kernel_size - 1) * dilation, dropout=dropout, **kwargs))
+                            padding=(kernel_size - 1) * dilation if padding is None else padding, dropout=dropout,
+                            **kwargs))
     return nn.Sequential(*layers)
 
 

@@ -8,19 +8,31 @@ printed. An option of an op is one field here and one branch where the kernels r
 """
 from typing import NamedTuple, Optional, Tuple
 
-# Activation name -> the kernels' ACTIVATION constexpr (tcnkernels/ops/triton/conv_kernels.py).
-ACTIVATIONS = {None: 0, "relu": 1}
+from .activations import RELU, Activation
+
 DROPOUT_MODES = ("element", "channel")
+PADDING_MODES = ("causal", "same", "anticausal")
 
 
 class ConvSpec(NamedTuple):
-    """One causal dilated conv: y = act(bias + sum_k W_k x[t - (K-1-k)*dilation])."""
+    """One dilated conv, L steps in, L out:
+        y[o, t] = act(bias[o] + sum_{i,k} W[o, i, k] x[g(o) C_in/groups + i, t - (K-1-k)*dilation + pad_right])
+    with x zero outside [0, L): causal when pad_right is 0, the left padding is (K-1)*dilation - pad_right."""
     kernel_size: int
     dilation: int = 1
-    activation: Optional[str] = None  # a key of ACTIVATIONS
+    activation: Optional[Activation] = None
+    groups: int = 1
+    pad_right: int = 0
 
     def epilogue(self) -> "Epilogue":
-        return Epilogue(activation=ACTIVATIONS[self.activation])
+        act = self.activation
+        if act is None:
+            return PLAIN
+        return Epilogue(activation=act.code, act_params=act.kernel_params(), store_pre=not act.from_output)
+
+    @property
+    def pad_left(self) -> int:
+        return (self.kernel_size - 1) * self.dilation - self.pad_right
 
 
 class Dropout(NamedTuple):
@@ -40,12 +52,14 @@ class Epilogue(NamedTuple):
 
     The forward of a plain conv uses `activation` alone; a TemporalBlock's convs and their input
     gradients use the rest (see tcnkernels/ops/block.py)."""
-    activation: int = 0                 # ACTIVATIONS code, after the bias
+    activation: int = 0                 # activations.CODES code, after the bias
+    act_params: Tuple[float, float] = (0.0, 0.0)  # its parameters (activations.Activation.kernel_params)
+    store_pre: bool = False             # also store the pre-activation (for the backward)
     dropout: Optional[Dropout] = None   # Philox mask of seeds[dropout.seed_index], kept * 1/(1-p)
     gate_scale: Optional[float] = None  # * (gate > 0) * gate_scale: a backward's ReLU-and-dropout gate
     store_branch: bool = False          # also store the output so far (a block's pre-residual branch)
     residual: int = 0                   # + res (1), or + a 1x1 conv of res in the same program (2)
-    final_activation: int = 0           # ACTIVATIONS code, after the residual
+    final_activation: int = 0           # activations.CODES code (none or ReLU), after the residual
 
 
 PLAIN = Epilogue()
@@ -59,11 +73,21 @@ class BlockSpec(NamedTuple):
     dropout_mode: str = "element"              # one of DROPOUT_MODES
     training: bool = False                     # dropout on (seeds are given)
     recompute: bool = True                     # conv2's output recomputed in the backward, not kept
+    activation: Activation = RELU              # after each conv (and after the residual)
+    final_activation: bool = True              # False: none after the residual add (Darts' block)
+    conv2_activation: bool = True              # False: none after conv2 (Darts' last block)
+    pad_right: int = 0                         # of each conv (0: causal)
 
     @property
     def conv(self) -> ConvSpec:
         """Both convs' geometry (the block's ReLUs are in its epilogues)."""
         return ConvSpec(self.kernel_size, self.dilation)
+
+    @property
+    def fused(self) -> bool:
+        """Whether the fused block kernels run it (the reference block's options); else it runs as
+        fused convs with separate dropout and residual ops."""
+        return self.activation == RELU and self.final_activation and self.conv2_activation and self.pad_right == 0
 
     def dropouts(self) -> Tuple[Optional[Dropout], Optional[Dropout]]:
         """conv1's and conv2's epilogue dropout (None where off)."""

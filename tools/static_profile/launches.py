@@ -17,7 +17,7 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
 from tcnkernels import use_backend
-from tcnkernels.functional import causal_conv1d
+from tcnkernels.functional import causal_conv1d, conv1d
 from tcnkernels.nn import TemporalBlock, TemporalConvNet
 from tcnkernels.ops import launching
 from tcnkernels.streaming import Streamer
@@ -136,6 +136,51 @@ def conv_launches(c_in, c_out, L, K, dilation, precision, arch, batch=2):
     return launches
 
 
+def op_launches(c_in, c_out, L, K, dilation, precision, arch, groups=1, padding="causal", activation="relu",
+                channel_last=False, batch=2):
+    """The launches of one tcnkernels.conv1d forward + backward (x, weight, bias, and PReLU's
+    weight) on meta tensors."""
+    dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
+    with recorded_launches(arch, tf32) as launches, use_backend("triton"):
+        if channel_last:
+            x = torch.empty(batch, L, c_in, device="meta", dtype=dtype).transpose(1, 2).requires_grad_(True)
+        else:
+            x = torch.empty(batch, c_in, L, device="meta", dtype=dtype, requires_grad=True)
+        w = torch.empty(c_out, c_in // groups, K, device="meta", dtype=dtype, requires_grad=True)
+        b = torch.empty(c_out, device="meta", dtype=dtype, requires_grad=True)
+        if activation == "prelu":
+            activation = torch.nn.PReLU(c_out, device="meta", dtype=dtype)
+        y = conv1d(x, w, b, dilation, groups, padding, activation)
+        y.backward(torch.empty_like(y))
+    return launches
+
+
+# The general op's variants: every activation and gate on the layers of the paper networks' widths,
+# and every padding, grouping and layout with a cheap and a costly activation.
+VARIANT_ACTIVATIONS = ("leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu", "mish", "softplus", "tanh",
+                       "sigmoid", "prelu", "glu", "gated_tanh", None)
+VARIANT_SHAPES = ((25, 25, 784, 7, 64), (450, 450, 400, 3, 16), (17, 33, 97, 2, 1))  # seq-MNIST, char-PTB, odd
+VARIANT_LAYOUTS = ((1, "same", False), (1, "anticausal", True), (2, "same", False), (1, "causal", True),
+                   (2, "pair", True))  # "pair": (1, (K-1)*dilation - 1)
+
+
+def op_variant_launches(arch, precision):
+    """Every constexpr combination the general op's launchers ship, for one precision."""
+    launches = []
+    for activation in VARIANT_ACTIVATIONS:
+        for c_in, c_out, L, K, dilation in VARIANT_SHAPES:
+            gated = activation in ("glu", "gated_tanh")  # a gated layer's conv has twice the width
+            launches += op_launches(c_in, 2 * c_out if gated else c_out, L, K, dilation, precision, arch,
+                                    activation=activation)
+    for groups, padding, channel_last in VARIANT_LAYOUTS:
+        for activation in ("relu", "gelu"):
+            for c_in, c_out, L, K, dilation in VARIANT_SHAPES[1:]:
+                pad = (1, (K - 1) * dilation - 1) if padding == "pair" else padding
+                launches += op_launches(c_in - c_in % 2, c_out - c_out % 2, L, K, dilation, precision, arch, groups,
+                                        pad, activation, channel_last)
+    return launches
+
+
 BLOCK_SWEEP_CHANNELS = (17, 65)  # a one-block and a wide tile; the conv sweep covers the rest of the tiles
 
 
@@ -193,6 +238,7 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
                                                              (0.2, True, False), (0.0, True, False)):
                             add(block_launches(c_in, c_out, L, 3, dilation, precision, arch, dropout, training,
                                                recompute))
+        add(op_variant_launches(arch, precision))
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for c_in, widths, K in STREAM_SWEEP:
             add(stream_launches(c_in, widths, K, dtype, arch))

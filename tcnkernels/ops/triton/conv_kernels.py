@@ -64,11 +64,46 @@ def _first_tap(K, DILATION, reach):
 
 
 @triton.jit
-def _activate(acc, ACTIVATION: tl.constexpr):
-    """The activation of tcnkernels.ops.specs.ACTIVATIONS[name] == ACTIVATION, in the accumulator's dtype."""
+def _tanh(v):
+    # 1 - 2 / (e^2v + 1): exact at both ends (e^2v overflowing to inf gives 1, underflowing to 0 gives -1).
+    return 1.0 - 2.0 / (tl.exp(2.0 * v) + 1.0)
+
+
+@triton.jit
+def _softplus(v, BETA: tl.constexpr, THRESHOLD: tl.constexpr):
+    # torch's: log(1 + e^(beta v)) / beta, and v itself where beta v > threshold.
+    return tl.where(v * BETA > THRESHOLD, v, tl.log(1.0 + tl.exp(v * BETA)) / BETA)
+
+
+@triton.jit
+def _activate(acc, ACTIVATION: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr, slope):
+    """activations.CODES[name] == ACTIVATION, in the accumulator's dtype, with its parameters P0, P1
+    (Activation.kernel_params) and, for PReLU, the slope of each row ((rows,) tensor)."""
     if ACTIVATION == 1:
         # `where(acc < 0, 0, acc)` rather than maximum: NaN propagates, as with torch.relu.
         acc = tl.where(acc < 0, tl.zeros_like(acc), acc)
+    elif ACTIVATION == 2:  # leaky ReLU, negative_slope P0
+        acc = tl.where(acc > 0, acc, acc * P0)
+    elif ACTIVATION == 3:  # ELU, alpha P0
+        acc = tl.where(acc > 0, acc, P0 * (tl.exp(acc) - 1.0))
+    elif ACTIVATION == 4:  # SELU
+        acc = tl.where(acc > 0, acc * 1.0507009873554805, 1.7580993408473766 * (tl.exp(acc) - 1.0))
+    elif ACTIVATION == 5:  # GELU (erf)
+        acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
+    elif ACTIVATION == 6:  # GELU (tanh approximation)
+        acc = 0.5 * acc * (1.0 + _tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
+    elif ACTIVATION == 7:  # SiLU
+        acc = acc * tl.sigmoid(acc)
+    elif ACTIVATION == 8:  # Mish: v tanh(softplus(v)), softplus with torch's threshold 20
+        acc = acc * _tanh(_softplus(acc, 1.0, 20.0))
+    elif ACTIVATION == 9:  # softplus, beta P0, threshold P1
+        acc = _softplus(acc, P0, P1)
+    elif ACTIVATION == 10:
+        acc = _tanh(acc)
+    elif ACTIVATION == 11:
+        acc = tl.sigmoid(acc)
+    elif ACTIVATION == 12:  # PReLU: a learned slope per row
+        acc = tl.where(acc > 0, acc, acc * slope.to(acc.dtype)[:, None])
     return acc
 
 
@@ -97,8 +132,12 @@ def causal_conv1d_kernel(
     in_ptr, w_ptr, bias_ptr, out_ptr,
     branch_ptr, gate_ptr, seed_ptr,  # a block's pre-residual store, a backward's gate, dropout seeds
     res_ptr, wr_ptr, res_bias_ptr,   # the residual input, its 1x1 weight and bias
-    # Sizes
+    pre_ptr, slope_ptr,              # the pre-activation store, PReLU's slopes
+    # Sizes (C_IN, C_OUT, W_ROWS, W_COLS: of one group)
     C_IN, C_OUT, L, K, DILATION,
+    PAD_RIGHT,                       # the taps' offset: in[t - (K-1-k)*D + PAD_RIGHT] (forward)
+    N_GROUPS, s_w_group,             # groups, and the weight offset from one group's to the next
+    GATE_ROWS,                       # a gated unit: its second half's first output channel
     W_ROWS, W_COLS,                  # bounds of the weight loads (the host zero-pads the weight)
     C_RES, WR_COLS,                  # channels of the residual input, bound of its weight's loads
     # Strides, in elements
@@ -108,12 +147,17 @@ def causal_conv1d_kernel(
     s_out_b, s_out_c, s_out_t,
     s_res_b, s_res_c, s_res_t,
     s_wr_out, s_wr_in, s_res_bias,
+    s_pre_b, s_pre_c, s_pre_t, s_slope,
     # The grid: programs per batch row are N_CO_BLOCKS x N_T_BLOCKS
     N_CO_BLOCKS, N_T_BLOCKS,
     # Direction and epilogue, in the order applied (tcnkernels.ops.specs.Epilogue)
     ANTI_CAUSAL: tl.constexpr,
+    SHIFTED: tl.constexpr,           # PAD_RIGHT != 0
+    GROUPED: tl.constexpr,           # N_GROUPS > 1
     HAS_BIAS: tl.constexpr,
-    ACTIVATION: tl.constexpr,
+    ACTIVATION: tl.constexpr, ACT_P0: tl.constexpr, ACT_P1: tl.constexpr,
+    GATED: tl.constexpr,             # ACTIVATION is a gated unit: two accumulators, rows o and o + GATE_ROWS
+    STORE_PRE: tl.constexpr,         # pre_ptr <- the pre-activation (both halves of a gated unit)
     DROPOUT: tl.constexpr, DROP_CHANNEL: tl.constexpr, DROP_THRESHOLD: tl.constexpr, DROP_SCALE: tl.constexpr,
     SEED_INDEX: tl.constexpr,
     GATE: tl.constexpr, GATE_SCALE: tl.constexpr,
@@ -154,11 +198,16 @@ def causal_conv1d_kernel(
     pid_co = pid % N_CO_BLOCKS
     pid_t = (pid // N_CO_BLOCKS) % N_T_BLOCKS
     pid_b = pid // (N_CO_BLOCKS * N_T_BLOCKS)
+    if GROUPED:
+        pid_g = pid_b % N_GROUPS
+        pid_b = pid_b // N_GROUPS
     L_out = _aligned(L, ALIGN_OUT)  # the epilogue's bound: out, gate, branch and res are not shifted
     L = _aligned(L, ALIGN)
     DILATION = _aligned(DILATION, ALIGN)
     s_in_c = _aligned(s_in_c, ALIGN)
     s_out_c = _aligned(s_out_c, ALIGN_OUT)
+    if SHIFTED:
+        PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
 
     t0 = pid_t * BLOCK_T
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -166,6 +215,11 @@ def causal_conv1d_kernel(
     offs_ci = tl.arange(0, BLOCK_CI)
     offs_co, offs_t, offs_ci = _in_row(offs_co, ROW_INT64), _in_row(offs_t, ROW_INT64), _in_row(offs_ci, ROW_INT64)
     in_row = in_ptr + pid_b.to(tl.int64) * _aligned(s_in_b, ALIGN)
+    offs_o = offs_co  # the output channel (of all groups)
+    if GROUPED:
+        in_row += pid_g.to(tl.int64) * C_IN * s_in_c
+        w_ptr += pid_g.to(tl.int64) * s_w_group
+        offs_o = pid_g * C_OUT + offs_co
     # Hoisted tile offsets: an iteration only adds the scalar offset of its channel block and tap.
     x_offs = offs_ci[:, None] * s_in_c + offs_t[None, :] * s_in_t
     w_offs = offs_co[:, None] * s_w_out + offs_ci[None, :] * s_w_in
@@ -173,27 +227,44 @@ def causal_conv1d_kernel(
     mask_w_rows = offs_co < W_ROWS
 
     if ANTI_CAUSAL:
-        k_first = _first_tap(K, DILATION, L - 1 - t0)
+        reach = L - 1 - t0
     else:
-        k_first = _first_tap(K, DILATION, t0 + BLOCK_T - 1)
+        reach = t0 + BLOCK_T - 1
+    if SHIFTED:
+        reach += PAD_RIGHT
+    k_first = _first_tap(K, DILATION, reach)
     n_iter = tl.cdiv(C_IN, BLOCK_CI) * (K - k_first)
 
     acc = _accumulator(BLOCK_CO, BLOCK_T, ACC_FP64)
+    if GATED:
+        acc_b = _accumulator(BLOCK_CO, BLOCK_T, ACC_FP64)
     k = k_first
     ci0 = 0
     for _ in range(n_iter):
         shift = (K - 1 - k) * DILATION
+        if SHIFTED:
+            shift -= PAD_RIGHT  # may go negative: the tap reads ahead
         if ANTI_CAUSAL:
             x_ptrs = in_row + (ci0 * s_in_c + shift * s_in_t) + x_offs
-            mask_t = offs_t < L - shift
+            if SHIFTED:
+                mask_t = (offs_t >= -shift) & (offs_t < L - tl.maximum(shift, 0))
+            else:
+                mask_t = offs_t < L - shift
         else:
             x_ptrs = in_row + (ci0 * s_in_c - shift * s_in_t) + x_offs
-            mask_t = (offs_t >= shift) & (offs_t < L)
+            if SHIFTED:
+                mask_t = (offs_t >= shift) & (offs_t < L + tl.minimum(shift, 0))
+            else:
+                mask_t = (offs_t >= shift) & (offs_t < L)
         mask_ci = offs_ci < C_IN - ci0
         tile = tl.load(x_ptrs, mask=mask_ci[:, None] & mask_t[None, :], other=0.0)
         w_tile = tl.load(w_ptr + (ci0 * s_w_in + k * s_w_k) + w_offs,
                          mask=mask_w_rows[:, None] & (offs_ci < W_COLS - ci0)[None, :], other=0.0)
         acc = tl.dot(_operand(w_tile, UPCAST), _operand(tile, UPCAST), acc, input_precision=INPUT_PRECISION)
+        if GATED:  # the gate's rows read the same input tile
+            w_tile = tl.load(w_ptr + (GATE_ROWS * s_w_out + ci0 * s_w_in + k * s_w_k) + w_offs,
+                             mask=mask_w_rows[:, None] & (offs_ci < W_COLS - ci0)[None, :], other=0.0)
+            acc_b = tl.dot(_operand(w_tile, UPCAST), _operand(tile, UPCAST), acc_b, input_precision=INPUT_PRECISION)
         # next (channel block, tap): taps run fastest, so the K shifted reads of a tile hit L1/L2
         k += 1
         wrap = k == K
@@ -201,14 +272,30 @@ def causal_conv1d_kernel(
         ci0 = tl.where(wrap, ci0 + BLOCK_CI, ci0)
 
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_co * s_bias, mask=mask_co, other=0.0)
+        bias = tl.load(bias_ptr + offs_o * s_bias, mask=mask_co, other=0.0)
         acc += bias.to(acc.dtype)[:, None]
-    acc = _activate(acc, ACTIVATION)
+        if GATED:
+            bias = tl.load(bias_ptr + (offs_o + GATE_ROWS) * s_bias, mask=mask_co, other=0.0)
+            acc_b += bias.to(acc.dtype)[:, None]
+    if STORE_PRE:
+        pre_offs = (pid_b.to(tl.int64) * s_pre_b + offs_o[:, None] * s_pre_c + offs_t[None, :] * s_pre_t)
+        mask_pre = mask_co[:, None] & (offs_t < L_out)[None, :]
+        tl.store(pre_ptr + pre_offs, acc.to(pre_ptr.dtype.element_ty), mask=mask_pre)
+        if GATED:
+            tl.store(pre_ptr + GATE_ROWS * s_pre_c + pre_offs, acc_b.to(pre_ptr.dtype.element_ty), mask=mask_pre)
+    if GATED:  # glu: a * sigmoid(b); gated_tanh (14): tanh(a) * sigmoid(b)
+        if ACTIVATION == 14:
+            acc = _tanh(acc)
+        acc = acc * tl.sigmoid(acc_b)
+    elif ACTIVATION == 12:
+        acc = _activate(acc, ACTIVATION, ACT_P0, ACT_P1, tl.load(slope_ptr + offs_o * s_slope, mask=mask_co, other=0.0))
+    else:
+        acc = _activate(acc, ACTIVATION, ACT_P0, ACT_P1, None)
     if DROPOUT:
         keep = _dropout_keep(seed_ptr, SEED_INDEX, pid_b.to(tl.int64) * C_OUT + offs_co, t0, L, BLOCK_T,
                              DROP_CHANNEL, DROP_THRESHOLD)
         acc = tl.where(keep, acc * DROP_SCALE, tl.zeros_like(acc))
-    out_offs = (pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN_OUT) + offs_co[:, None] * s_out_c
+    out_offs = (pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN_OUT) + offs_o[:, None] * s_out_c
                 + offs_t[None, :] * s_out_t)
     mask_out = mask_co[:, None] & (offs_t < L_out)[None, :]
     if GATE:
@@ -224,7 +311,7 @@ def causal_conv1d_kernel(
         acc = _residual_gemm(acc, res_ptr + pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT), wr_ptr, res_bias_ptr,
                              offs_co, offs_t, mask_co, C_RES, WR_COLS, L_out, _aligned(s_res_c, ALIGN_OUT), s_res_t,
                              s_wr_out, s_wr_in, s_res_bias, UPCAST, INPUT_PRECISION, BLOCK_CI)
-    acc = _activate(acc, FINAL_ACTIVATION)
+    acc = _activate(acc, FINAL_ACTIVATION, 0.0, 0.0, None)
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
 
 
@@ -253,14 +340,17 @@ def causal_conv1d_weight_grad_kernel(
     g_ptr, ds_ptr,                    # stores: the gated gradient, the residual's gradient
     partial_ptr,                      # (N_CHUNKS, C_OUT*C_IN*K + C_OUT) fp32 partial sums
     res_dy_ptr, res_partial_ptr,      # a block's 1x1 downsample: its gradient, its partials
-    # Sizes
+    # Sizes (C_IN: of one group; C_OUT: of all groups, C_OUT_G of one)
     B, C_IN, C_OUT, L, K, DILATION,
+    PAD_RIGHT, N_GROUPS, C_OUT_G,    # as in causal_conv1d_kernel
     # Strides, in elements (gate2 has y's)
     s_x_b, s_x_c, s_x_t,
     s_dy_b, s_dy_c, s_dy_t,
     s_y_b, s_y_c, s_y_t,
     # The grid: (input-channel block, output-channel block, tap, chunk); items are (b, time block)
     N_CO_BLOCKS, N_CI_BLOCKS, N_T_BLOCKS, N_CHUNKS,
+    SHIFTED: tl.constexpr,           # PAD_RIGHT != 0
+    GROUPED: tl.constexpr,           # N_GROUPS > 1
     # Gates and stores
     GATE_BY_RELU: tl.constexpr,
     GATE2: tl.constexpr, GATE2_SCALE: tl.constexpr,
@@ -300,6 +390,9 @@ def causal_conv1d_weight_grad_kernel(
     pid_co = (pid // N_CI_BLOCKS) % N_CO_BLOCKS
     k = (pid // (N_CI_BLOCKS * N_CO_BLOCKS)) % n_taps
     pid_chunk = pid // (N_CI_BLOCKS * N_CO_BLOCKS * n_taps)
+    if GROUPED:
+        pid_g = pid_chunk % N_GROUPS
+        pid_chunk = pid_chunk // N_GROUPS
     L = _aligned(L, ALIGN)
     DILATION = _aligned(DILATION, ALIGN)
     s_x_c = _aligned(s_x_c, ALIGN)
@@ -310,12 +403,17 @@ def causal_conv1d_weight_grad_kernel(
     s_y_b = _aligned(s_y_b, ALIGN)
 
     shift = (K - 1 - k) * DILATION
+    if SHIFTED:
+        shift -= _aligned(PAD_RIGHT, ALIGN)
     grad_ptr, out_ptr, taps, tap = dy_ptr, partial_ptr, K, k  # where g comes from, where partials go
     if RES_TAP:
         if k == K:
             grad_ptr, out_ptr, taps, tap, shift = res_dy_ptr, res_partial_ptr, 1, 0, 0
     # This tap's time blocks before tb_first read only padding: its items start there.
-    tb_first = tl.minimum(shift // BLOCK_T, N_T_BLOCKS)
+    if SHIFTED:
+        tb_first = tl.minimum(tl.maximum(shift, 0) // BLOCK_T, N_T_BLOCKS)
+    else:
+        tb_first = tl.minimum(shift // BLOCK_T, N_T_BLOCKS)
     n_tb = N_T_BLOCKS - tb_first
     n_items = B * n_tb
     per_chunk = tl.cdiv(n_items, N_CHUNKS)
@@ -331,6 +429,10 @@ def causal_conv1d_weight_grad_kernel(
     offs_co, offs_ci, offs_tt = _in_row(offs_co, ROW_INT64), _in_row(offs_ci, ROW_INT64), _in_row(offs_tt, ROW_INT64)
     mask_co = offs_co < C_OUT
     mask_ci = offs_ci < C_IN
+    if GROUPED:  # rows of this group's output channels; x's channels of this group
+        mask_co = offs_co < C_OUT_G
+        offs_co = pid_g * C_OUT_G + offs_co
+        x_ptr += pid_g.to(tl.int64) * C_IN * s_x_c
     dy_offs = offs_co[:, None] * s_dy_c + offs_tt[None, :] * s_dy_t
     y_offs = offs_co[:, None] * s_y_c + offs_tt[None, :] * s_y_t
     g_offs = offs_co[:, None] * L + offs_tt[None, :]  # g is allocated contiguous (B, C_OUT, L)
@@ -354,6 +456,8 @@ def causal_conv1d_weight_grad_kernel(
             gate2 = tl.load(gate2_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
             g = tl.where(gate2 > 0, g * GATE2_SCALE, tl.zeros_like(g))
         mask_x = (offs_tt >= shift - t0) & mask_t
+        if SHIFTED:
+            mask_x = mask_x & (offs_tt < L + shift - t0)
         x_cols = tl.load(x_ptr + b64 * s_x_b + (t0 - shift) * s_x_t + x_offs, mask=mask_x[:, None] & mask_ci[None, :],
                          other=0.0)
         x_cols = _operand(x_cols, UPCAST)
