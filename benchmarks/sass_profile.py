@@ -2,6 +2,7 @@
 
     python benchmarks/sass_profile.py                      # all configs, tf32/ieee/bf16, sm_90 + sm_80
     python benchmarks/sass_profile.py --configs seq-mnist --precisions tf32 --archs 90 --out /tmp/p
+    python benchmarks/sass_profile.py --variants           # the general op's activations, gates, depthwise
 
 Writes sass-sm90.json and sass-sm90.md (default: benchmarks/results/) and prints any broken budget.
 Run it after every kernel or launcher change and compare with the committed tables (docs/speed.md
@@ -27,13 +28,35 @@ def main():
     parser.add_argument("--archs", default="90,80")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--variants", action="store_true",
+                        help="the general op's activations, gates and depthwise kernels (sass-sm90-variants.md)")
     args = parser.parse_args()
+    if args.variants:
+        return _variants(args.out)
     rows = sp.profile(args.configs.split(","), args.precisions.split(","), [int(a) for a in args.archs.split(",")],
                         workers=args.workers)
     env = sp.environment()
     for path in sp.write_profile(rows, env, args.out):
         print(f"wrote {path}")
     broken = sp.violations(rows)
+    for v in broken:
+        print(f"BUDGET BROKEN: {v}")
+    return 1 if broken else 0
+
+
+def _variants(out):
+    import json
+
+    from tools.static_profile import variants
+    rows, dw_rows = variants.variant_rows(), variants.depthwise_rows()
+    env = sp.environment()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sass-sm90-variants.json").write_text(json.dumps(dict(environment=env, rows=rows, depthwise=dw_rows),
+                                                            indent=1))
+    (out / "sass-sm90-variants.md").write_text(variants.render_markdown(rows, dw_rows, env))
+    print(f"wrote {out / 'sass-sm90-variants.md'}")
+    broken = variants.violations(rows, dw_rows)
     for v in broken:
         print(f"BUDGET BROKEN: {v}")
     return 1 if broken else 0

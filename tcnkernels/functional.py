@@ -18,9 +18,7 @@ from .ops.specs import DROPOUT_MODES, PADDING_MODES, BlockSpec, ConvSpec
 
 if triton_kernels.IMPORT_ERROR is None:  # without triton only the torch backend exists
     from .ops.block import BlockInputs, TemporalBlockFunction, block_forward
-    from .ops.conv import Conv1dFunction, conv1d_op, spec_args
-    from .ops.conv_launch import conv_forward
-    from .ops.weight_launch import prepare_weight
+    from .ops.conv import Conv1dFunction, conv1d_op, forward_launch, spec_args
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # The specs of the calls seen, so that a repeated call finds its spec (and through it its plans) by a
@@ -179,7 +177,8 @@ def _conv1d(x, weight, bias, dilation, groups, pad_right, act, slope):
     if act is not None and act.gated and groups > 1:
         # the gate pairs channels of different groups: the conv fused, the gate one elementwise op
         return activate(_conv1d(x, weight, bias, dilation, groups, pad_right, None, None), act)
-    spec = _conv_spec(weight.shape[2], dilation, act, groups, pad_right)
+    spec = _conv_spec(weight.shape[2], dilation, act, groups, pad_right,
+                      1 < groups == x.shape[1] == weight.shape[0])  # depthwise
     if torch.compiler.is_compiling():  # the registered op: an opaque node in the compiled graph
         return conv1d_op(x, weight, bias, slope, *spec_args(spec))[0]
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
@@ -187,7 +186,7 @@ def _conv1d(x, weight, bias, dilation, groups, pad_right, act, slope):
                                     or (slope is not None and slope.requires_grad)):
         return Conv1dFunction.apply(spec, x, weight, bias, slope)
     # inference: no autograd bookkeeping, nothing kept for a backward
-    return conv_forward(x, prepare_weight(weight), bias, spec=spec, epilogue=_inference_epilogue(spec), slope=slope)
+    return forward_launch(spec, x, weight, bias, slope, _inference_epilogue(spec))[0]
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, dilation: int = 1,
@@ -291,8 +290,8 @@ def temporal_block(x: Tensor, v1: Tensor, g1: Optional[Tensor], b1: Optional[Ten
     `conv1d`'s elementwise activations, without PReLU), none after the residual add without
     `final_activation` (Darts' block), none after conv2 without `conv2_activation` (Darts' last
     block), and each conv's `padding` as in `conv1d` ("causal", "same", "anticausal", (left, right)).
-    The reference's options run the fused block kernels; the others run fused convs (activation in
-    their epilogues) with dropout and the residual as separate ops.
+    Every option runs in the fused block kernels (the activation, its derivative and the dropout
+    masks in their epilogues).
 
     Args:
         x: (B, C_in, L) or (C_in, L); v1 (C_out, C_in, K), g1 (C_out, 1, 1) or None, b1 (C_out,);
@@ -311,24 +310,25 @@ def temporal_block(x: Tensor, v1: Tensor, g1: Optional[Tensor], b1: Optional[Ten
         return temporal_block(x.unsqueeze(0), v1, g1, b1, v2, g2, b2, wd, bd, dilation, dropout, dropout_mode,
                               training, seeds, recompute, act, final_activation, conv2_activation,
                               padding).squeeze(0)
-    fused = act == RELU and final_activation and conv2_activation and pad_right == 0
+
     drop = training and (p1 > 0 or p2 > 0)
     if drop and seeds is None:
         seeds = draw_dropout_seeds(2, x.device)
     x = cast[0]
     backend = select_backend(x.device)
-    if backend == "triton" and fused and not torch.compiler.is_compiling():
+    if backend == "triton" and not torch.compiler.is_compiling():
         # The fused block: weight norm and the autocast dtype are handled by its weight kernel; the
         # parameters go in as they are, so their gradients come out in their own dtype.
         inputs = tuple.__new__(BlockInputs, (x, v1, g1, b1, v2, g2, b2, wd, bd, seeds if drop else None))
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
             return TemporalBlockFunction.apply(_block_spec(v1.shape[2], dilation, (p1, p2), dropout_mode, drop,
-                                                           recompute), *inputs)
+                                                           recompute, act, final_activation, conv2_activation,
+                                                           pad_right), *inputs)
         # no backward: conv2's output is not kept, whatever `recompute` says
-        return block_forward(_block_spec(v1.shape[2], dilation, (p1, p2), dropout_mode, drop, True), inputs)[0]
-    # Separate ops: the PyTorch path, the fused convs for the options the block kernels lack, or the
-    # registered conv ops for torch.compile. Weight norm in the parameters' dtype (fp32 under
-    # autocast, as nn.utils.weight_norm), the convs in the autocast dtype.
+        return block_forward(_block_spec(v1.shape[2], dilation, (p1, p2), dropout_mode, drop, True, act,
+                                         final_activation, conv2_activation, pad_right), inputs)[0]
+    # Separate ops: the PyTorch path, or the registered conv ops for torch.compile. Weight norm in the
+    # parameters' dtype (fp32 under autocast, as nn.utils.weight_norm), the convs in the autocast dtype.
     b1, b2, wd, bd = cast[3], cast[6], cast[7], cast[8]
     w1 = (v1 if g1 is None else torch._weight_norm(v1, g1, 0)).to(x.dtype)
     w2 = (v2 if g2 is None else torch._weight_norm(v2, g2, 0)).to(x.dtype)

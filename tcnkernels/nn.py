@@ -156,8 +156,7 @@ class TemporalBlock(TemporalBlockBase):
     block), `conv2_activation=False` the one after conv2 (Darts' last block). `recompute=True` (the
     default) has the fused backward run conv2's forward again rather than keep its output: a third
     less activation memory for one more launch per block; `False` trades the memory back for speed.
-    The reference's options (ReLU everywhere, causal) run the fused block kernels; the others run
-    fused convs with the activation in their epilogues, and dropout and the residual as separate ops.
+    Every option runs in the fused block kernels (activation, derivative and dropout in their epilogues).
     """
 
     def __init__(self, n_inputs, n_outputs, kernel_size, stride, dilation, padding, dropout=0.2, weight_norm=True,

@@ -150,3 +150,44 @@ def test_streamer_refuses_a_non_causal_conv():
         tcnkernels.Streamer(tcnkernels.TemporalConv1d(2, 3, 3, padding="same").eval(), batch_size=1)
     with pytest.raises(ValueError, match="fuse ReLU or no activation"):
         tcnkernels.Streamer(tcnkernels.TemporalConv1d(2, 3, 3, activation="tanh").eval(), batch_size=1)
+
+
+def _fused_against_torch_path(activation, final, conv2, p, recompute, padding, channel_last=False, n_in=3):
+    """The fused block against the same block on the torch backend (the same Philox masks), fp64:
+    forward and every gradient."""
+    block = tcnkernels.TemporalBlock(n_in, 5, 3, stride=1, dilation=2, padding=padding, dropout=p,
+                                     activation=activation, final_activation=final, conv2_activation=conv2,
+                                     recompute=recompute).train().double()
+    x = torch.randn(2, 31, n_in, dtype=torch.float64).transpose(1, 2) if channel_last else \
+        torch.randn(2, n_in, 31, dtype=torch.float64)
+    x.requires_grad_(True)
+    seeds = torch.tensor([5, 6])
+    with tcnkernels.use_backend("triton"):
+        y = block(x, seeds)
+    with tcnkernels.use_backend("torch"):
+        y_ref = block(x, seeds)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(y_ref)
+    leaves = [x] + [t for t in block.parameters()]
+    for got, want in zip(torch.autograd.grad(y, leaves, dy), torch.autograd.grad(y_ref, leaves, dy)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("activation, final, conv2, p, recompute, padding, channel_last", [
+    ("gelu", True, True, 0.3, True, "causal", False),
+    ("tanh", False, True, 0.3, False, "same", True),       # kept branch, from the output
+    ("mish", False, False, 0.2, False, "anticausal", False),  # recomputed anyway (its derivative reads z)
+    ("relu", False, True, 0.3, True, (1, 3), False),
+    ("relu", True, True, 0.3, False, "same", True),         # the reference block's gates, shifted taps
+    ("softplus", True, False, 0.0, True, "causal", True),
+])
+def test_fused_block_options_match_the_torch_path(activation, final, conv2, p, recompute, padding, channel_last):
+    _fused_against_torch_path(activation, final, conv2, p, recompute, padding, channel_last)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("final, conv2", [(True, True), (False, True), (False, False)])
+@pytest.mark.parametrize("recompute", [True, False])
+def test_fused_block_grid(activation, final, conv2, recompute):
+    _fused_against_torch_path(activation, final, conv2, 0.25, recompute, "same", n_in=5)

@@ -167,11 +167,22 @@ def test_torch_path_is_the_reference():
     torch.testing.assert_close(y, F.gelu(F.conv1d(x, w, b, padding="same", dilation=2, groups=2)), rtol=0, atol=0)
 
 
-def test_depthwise_and_dense_launch_their_kernels():
-    x = torch.randn(2, 8, 40)
+def test_depthwise_and_grouped_convs_launch_their_kernels():
+    x = torch.randn(2, 8, 40, requires_grad=True)
+    w = torch.randn(8, 1, 4, requires_grad=True)
     with LaunchRecorder() as rec, tcnkernels.use_backend("triton"):
-        tcnkernels.conv1d(x, torch.randn(8, 1, 4), None, 2, 8, "causal", "silu")
+        tcnkernels.conv1d(x, w, None, 2, 8, "causal", "silu").sum().backward()
+    assert rec.launches == ["depthwise_conv1d_kernel", "depthwise_weight_grad_kernel", "weight_grad_finalize_kernel",
+                            "depthwise_conv1d_kernel"]
+    with LaunchRecorder() as rec, tcnkernels.use_backend("triton"):
+        tcnkernels.conv1d(x.detach(), torch.randn(8, 2, 4), None, 2, 4, "causal", "silu")
     assert rec.launches == ["weight_prep_kernel", "causal_conv1d_kernel"]
+
+
+@pytest.mark.parametrize("K", [2, 9])
+@pytest.mark.parametrize("channel_last", [False, True], ids=["ncl", "nlc"])
+def test_depthwise_taps_unrolled_and_looped(K, channel_last):
+    check(2, 12, 12, 45, K, 3, 12, "same", nn.PReLU(12), channel_last=channel_last)
 
 
 def test_gated_units_halve_the_channels():
@@ -247,3 +258,20 @@ def test_registered_op_passes_opcheck():
     code = 5  # gelu
     torch.library.opcheck(torch.ops.tcnkernels.conv1d, (x, w, b, None, 2, 2, 2, code, 0.0, 0.0))
     torch.library.opcheck(torch.ops.tcnkernels.conv1d_input_grad, (torch.randn(2, 6, 12), w, 2, 2, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", ["gelu", "gated_tanh", "prelu"])
+def test_compiles_without_graph_breaks(activation):
+    """torch.compile(fullgraph=True) of the general op, forward + backward through the registered ops."""
+    torch._dynamo.reset()
+    conv = tcnkernels.TemporalConv1d(4, 6, 3, dilation=2, groups=1 if activation == "gated_tanh" else 2,
+                                     padding="same", activation=nn.PReLU(6) if activation == "prelu" else activation)
+    x = torch.randn(2, 4, 21, requires_grad=True)
+    y = torch.compile(conv, fullgraph=True)(x)
+    grads = torch.autograd.grad(y.square().sum(), [x, conv.weight, conv.bias])
+    with tcnkernels.use_backend("torch"):
+        y_ref = conv(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, torch.autograd.grad(y_ref.square().sum(), [x, conv.weight, conv.bias])):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -225,7 +225,7 @@ def test_opcheck(case, device):
     torch.library.opcheck(torch.ops.tcnkernels.conv1d_input_grad, (dy, w.detach(), dilation, 1, 0))
     for write_g in (0, activation):
         torch.library.opcheck(torch.ops.tcnkernels.conv1d_weight_grad,
-                              (dy, x.detach(), y_gate, w.detach(), dilation, 1, 0, write_g))
+                              (dy, x.detach(), y_gate, w.detach(), dilation, 1, 0, activation, 0.0, 0.0, write_g))
 
 
 def test_frozen_weight_gates_the_input_gradient(device):

@@ -93,3 +93,16 @@ def test_structure_counts_launches_and_saved_activations():
     assert 8 * 2 * 8 * 25 * 256 * 4 <= seq["saved_bytes"] <= 0.5 * by["seq-mnist", "reference"]["saved_bytes"]
     table = "\n".join(report.structure_table(rows))
     assert "| seq-mnist |" in table and "saved ratio" in table
+
+
+def test_structure_of_the_general_ops_models():
+    """A GELU TCN and a gated TCN: the fused blocks and gated convs launch fewer kernels than the same
+    models from torch.nn modules, and keep little more (the prepared weights) at the paper's shapes."""
+    from tcnkernels.bench import structure
+    rows = structure.variant_rows()
+    by = {(r["config"], r["provider"]): r for r in rows}
+    assert {c for c, _ in by} == {f"{c} {m}" for c in structure.VARIANT_CONFIGS for m in ("GELU TCN", "gated TCN")}
+    for config in {c for c, _ in by}:
+        ours, ref = by[config, "tcnkernels"], by[config, "reference"]
+        assert 0 < ours["launches"] < ref["launches"], (config, ours, ref)
+        assert 0 < ours["saved_bytes"] <= ref["saved_bytes"] * 1.1, (config, ours, ref)

@@ -12,10 +12,13 @@ not as on a CPU (a float mask and three ops).
 import contextlib
 
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .._backend import use_backend
+from ..nn import TemporalConv1d, TemporalConvNet
 from ..ops import launching
+from ..ops.reference import Chomp1d, ReferenceTemporalConvNet
 from .configs import paper_shapes
 from .providers import reference_model, tcnkernels_model
 
@@ -91,3 +94,66 @@ def structure_rows(batch_size=None, max_length=None):
             rows.append(dict(config=shape.name, provider=provider, **count_step(model, shape, triton)))
     return rows
 
+
+
+# ------------------------------------------------------------------------------------------------
+# The general op's models: a GELU TCN (the authors' network with GELU for every ReLU) and a gated
+# TCN (WaveNet's gate: per level a conv of twice the width, tanh(a) * sigmoid(b), a residual add).
+
+VARIANT_CONFIGS = ("seq-mnist", "char-ptb")
+
+
+class GatedStack(nn.Module):
+    """A 1x1 input conv, then per level x + tanh(a) * sigmoid(b), (a, b) = a causal dilated conv of x
+    of twice the width: fused (TemporalConv1d with the gated unit) or as users write it (Conv1d
+    padded on both sides, chomp, chunk, tanh, sigmoid, multiply)."""
+
+    def __init__(self, c_in, width, K, levels, fused):
+        super().__init__()
+        self.inp = nn.Conv1d(c_in, width, 1)
+        self.fused = fused
+        self.convs = nn.ModuleList(
+            TemporalConv1d(width, 2 * width, K, 2**i, activation="gated_tanh") if fused
+            else nn.Sequential(nn.Conv1d(width, 2 * width, K, dilation=2**i, padding=(K - 1) * 2**i),
+                               Chomp1d((K - 1) * 2**i)) for i in range(levels))
+
+    def forward(self, x):
+        x = self.inp(x)
+        for conv in self.convs:
+            if self.fused:
+                x = x + conv(x)
+            else:
+                a, b = conv(x).chunk(2, dim=1)
+                x = x + torch.tanh(a) * torch.sigmoid(b)
+        return x
+
+
+def _gelu_reference(shape):
+    model = ReferenceTemporalConvNet(shape.c_in, list(shape.channels), shape.K, shape.dropout)
+    for block in model.network:
+        block.net[2], block.net[6], block.relu = nn.GELU(), nn.GELU(), nn.GELU()
+    return model
+
+
+def variant_rows(batch_size=None, max_length=None):
+    """[{config, provider, launches, saved_bytes}] of a GELU TCN and a gated TCN on the seq-MNIST and
+    char-PTB shapes, tcnkernels against the same model from torch.nn modules."""
+    rows = []
+    for shape in paper_shapes(("network",), batch_size, max_length):
+        if shape.name not in VARIANT_CONFIGS:
+            continue
+        width = max(shape.channels)
+        with torch.device("meta"):
+            torch.manual_seed(0)
+            models = {
+                "GELU TCN": (TemporalConvNet(shape.c_in, list(shape.channels), shape.K, shape.dropout,
+                                             activation="gelu"), _gelu_reference(shape)),
+                "gated TCN": (GatedStack(shape.c_in, width, shape.K, len(shape.channels), True),
+                              GatedStack(shape.c_in, width, shape.K, len(shape.channels), False)),
+            }
+        for name, (ours, reference) in models.items():
+            for provider, model, triton in (("tcnkernels", ours, True), ("reference", reference, False)):
+                model.train()
+                rows.append(dict(config=f"{shape.name} {name}", provider=provider,
+                                 **count_step(model, shape, triton)))
+    return rows

@@ -124,7 +124,7 @@ def _section(name, batch_size, max_length):
         from . import host
         return host.measure()
     from . import structure
-    return structure.structure_rows(batch_size, max_length)
+    return structure.structure_rows(batch_size, max_length) + structure.variant_rows(batch_size, max_length)
 
 
 def _case_line(results):

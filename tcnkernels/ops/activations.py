@@ -47,6 +47,12 @@ class Activation(NamedTuple):
             return self.params[0] >= 0
         return name in ("relu", "selu", "tanh", "sigmoid")
 
+    @property
+    def weight_grad_gate(self) -> bool:
+        """Whether the weight-gradient kernel applies the derivative (every activation and gate but
+        PReLU, whose slope gradient is a reduction of its own); else a separate pass does."""
+        return self.name != "prelu"
+
     def kernel_params(self) -> Tuple[float, float]:
         """The kernels' ACT_P0, ACT_P1 constexprs."""
         return (tuple(float(p) for p in self.params) + (0.0, 0.0))[:2]

@@ -25,10 +25,10 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .activations import CODES
+from .activations import CODES, Activation
 from .conv_launch import Residual, conv_forward, conv_input_grad, weight_grad_partials
 from .reference import temporal_block_reference
-from .specs import BlockSpec, ConvSpec, Epilogue
+from .specs import BlockSpec, ConvSpec, Epilogue, GateRule
 from .weight_launch import PreparedWeight, finalize_weight_grads, prepare_weights
 
 RELU = CODES["relu"]
@@ -59,6 +59,8 @@ class _Kept(NamedTuple):
     w1: torch.Tensor              # the prepared weights (normalised, K-major), as the kernels read them
     w2: torch.Tensor
     wd: Optional[torch.Tensor]
+    pre1: Optional[torch.Tensor] = None       # conv1's pre-activation, for an activation whose derivative needs it
+    final_pre: Optional[torch.Tensor] = None  # the value before the final activation, likewise
 
 
 N_INPUTS = len(BlockInputs._fields)
@@ -67,22 +69,45 @@ N_INPUTS = len(BlockInputs._fields)
 class _Steps(NamedTuple):
     """What a BlockSpec asks of each launch, derived once per spec (a dict lookup per call)."""
     conv: ConvSpec           # both convs' geometry
-    conv1: Epilogue          # bias, ReLU, dropout 1
-    conv2_branch: Epilogue   # bias, ReLU, dropout 2: conv2's output before the residual
-    conv2: Epilogue          # ... then + the residual (identity or the 1x1 downsample) and the final ReLU
+    conv1: Epilogue          # bias, activation, dropout 1
+    conv2_branch: Epilogue   # bias, activation, dropout 2: conv2's output before the residual
+    conv2: Epilogue          # ... then + the residual (identity or the 1x1 downsample) and the final activation
     gate1_scale: float       # the scale of a kept activation after dropout 1 (1 without dropout)
     gate2_scale: float
     keep_branch: bool        # conv2 also stores its pre-residual output (spec.recompute off)
+    # The reference's block (ReLU everywhere) gates by the sign of the kept outputs; any other
+    # block by these rules (None for the ReLU block):
+    gate1: Optional[GateRule] = None     # conv1's activation and dropout, in conv2's input gradient
+    gate2: Optional[GateRule] = None     # conv2's, in its weight gradient
+    final: Optional[Activation] = None   # the final activation (None: none), in the same launch
 
 
 @functools.lru_cache(maxsize=1024)
 def _steps(spec: BlockSpec, downsample: bool) -> _Steps:
     drop1, drop2 = spec.dropouts()
-    branch = Epilogue(activation=RELU, dropout=drop2)
-    keep_branch = not spec.recompute
-    return _Steps(spec.conv, Epilogue(activation=RELU, dropout=drop1), branch,
-                  branch._replace(store_branch=keep_branch, residual=2 if downsample else 1, final_activation=RELU),
-                  1.0 if drop1 is None else drop1.scale, 1.0 if drop2 is None else drop2.scale, keep_branch)
+    conv = ConvSpec(spec.kernel_size, spec.dilation, pad_right=spec.pad_right)
+    act = spec.activation
+    scale1, scale2 = (1.0 if drop1 is None else drop1.scale), (1.0 if drop2 is None else drop2.scale)
+    if spec.fused_relu:
+        branch = Epilogue(activation=RELU, dropout=drop2)
+        keep_branch = not spec.recompute
+        return _Steps(conv, Epilogue(activation=RELU, dropout=drop1), branch,
+                      branch._replace(store_branch=keep_branch, residual=2 if downsample else 1,
+                                      final_activation=RELU), scale1, scale2, keep_branch)
+    act2 = act if spec.conv2_activation else None
+    from_input = not act.from_output
+    from_input2 = act2 is not None and from_input
+    params = act.kernel_params()
+    # an activation whose derivative needs its input: conv2 runs again in the backward (storing it)
+    keep_branch = not spec.recompute and not from_input2
+    branch = Epilogue(activation=act2.code if act2 is not None else 0, act_params=params, dropout=drop2,
+                      store_pre=from_input2)
+    conv2 = branch._replace(store_pre=False, store_branch=keep_branch, residual=2 if downsample else 1,
+                            final_activation=act.code if spec.final_activation else 0,
+                            final_pre=spec.final_activation and from_input)
+    conv1 = Epilogue(activation=act.code, act_params=params, dropout=drop1, store_pre=from_input)
+    return _Steps(conv, conv1, branch, conv2, scale1, scale2, keep_branch, GateRule(act, from_input, drop1, scale1),
+                  GateRule(act2, from_input2, drop2, scale2), act if spec.final_activation else None)
 
 
 def block_forward(spec: BlockSpec, inputs: BlockInputs, steps: Optional[_Steps] = None):
@@ -95,12 +120,24 @@ def block_forward(spec: BlockSpec, inputs: BlockInputs, steps: Optional[_Steps] 
     if steps is None:
         steps = _steps(spec, downsample)
     keep_branch = steps.keep_branch
-    out1 = conv_forward(x, prepared[0], inputs.b1, spec=steps.conv, epilogue=steps.conv1, seeds=inputs.seeds)
+    # the block's activations are (B, C, L)-contiguous whatever x's layout (the backward's gates read them
+    # with the gradients' strides)
+    out1 = conv_forward(x, prepared[0], inputs.b1, spec=steps.conv, epilogue=steps.conv1, seeds=inputs.seeds,
+                        contiguous=True)
+    pre1 = final_pre = out2 = None
+    if steps.conv1.store_pre:
+        out1, pre1 = out1
     y = conv_forward(out1, prepared[1], inputs.b2, spec=steps.conv, epilogue=steps.conv2, seeds=inputs.seeds,
                      branch=keep_branch,
-                     residual=tuple.__new__(Residual, (x, prepared[2] if downsample else None, inputs.bd)))
-    y, out2 = y if keep_branch else (y, None)
-    return y, out1, out2, prepared
+                     residual=tuple.__new__(Residual, (x, prepared[2] if downsample else None, inputs.bd)),
+                     contiguous=True)
+    if keep_branch and steps.conv2.final_pre:
+        y, out2, final_pre = y
+    elif keep_branch:
+        y, out2 = y
+    elif steps.conv2.final_pre:
+        y, final_pre = y
+    return y, out1, out2, prepared, pre1, final_pre
 
 
 class TemporalBlockFunction(torch.autograd.Function):
@@ -110,10 +147,10 @@ class TemporalBlockFunction(torch.autograd.Function):
     def forward(ctx, spec: BlockSpec, *tensors):
         inputs = tuple.__new__(BlockInputs, tensors)  # (C-level, as for every tuple of this hot path)
         steps = _steps(spec, inputs.wd is not None)
-        y, out1, out2, prepared = block_forward(spec, inputs, steps)
+        y, out1, out2, prepared, pre1, final_pre = block_forward(spec, inputs, steps)
         (w1, c1), (w2, c2) = prepared[:2]
         wd, cd = prepared[2] if len(prepared) > 2 else (None, 0)
-        ctx.save_for_backward(*inputs, out1, out2, y, w1, w2, wd)
+        ctx.save_for_backward(*inputs, out1, out2, y, w1, w2, wd, pre1, final_pre)
         ctx.spec, ctx.steps, ctx.cols = spec, steps, (c1, c2, cd)
         return y
 
@@ -136,11 +173,23 @@ def _backward(steps: _Steps, t: BlockInputs, kept: _Kept, cols, needs_dx, dy):
     w1, w2 = tuple.__new__(PreparedWeight, (kept.w1, cols[0])), tuple.__new__(PreparedWeight, (kept.w2, cols[1]))
     wd = tuple.__new__(PreparedWeight, (kept.wd, cols[2])) if t.wd is not None else None
     out2 = kept.out2
-    if out2 is None:  # recompute: conv2's output as the forward made it (same weights, same seeds)
+    # recompute: conv2's output as the forward made it (same weights, same seeds), where a gate reads it
+    if out2 is None and (steps.gate2 is None or steps.gate2.activation is not None):
         out2 = conv_forward(kept.out1, w2, t.b2, spec=conv, epilogue=steps.conv2_branch, seeds=t.seeds)
-    second = weight_grad_partials(dy, kept.out1, kept.y, spec=conv, gate2=out2, gate2_scale=steps.gate2_scale,
-                                  write_g=True, write_ds=needs_dx or wd is not None)
-    da1 = conv_input_grad(second.g, w2, spec=conv, gate=kept.out1, gate_scale=steps.gate1_scale)
+        if steps.conv2_branch.store_pre:
+            out2 = out2[1]  # the pre-activation, which its derivative reads
+    if steps.gate1 is None:  # the reference's block: ReLU gates from the signs of the kept outputs
+        second = weight_grad_partials(dy, kept.out1, kept.y, spec=conv, gate2=out2, gate2_scale=steps.gate2_scale,
+                                      write_g=True, write_ds=needs_dx or wd is not None)
+        da1 = conv_input_grad(second.g, w2, spec=conv, gate=kept.out1, gate_scale=steps.gate1_scale)
+    else:
+        final = steps.final
+        second = weight_grad_partials(dy, kept.out1, None if final is None else
+                                      kept.final_pre if kept.final_pre is not None else kept.y, spec=conv,
+                                      activation=final, gate2=out2, gate2_rule=steps.gate2, seeds=t.seeds,
+                                      write_g=True, write_ds=needs_dx or wd is not None)
+        da1 = conv_input_grad(second.g, w2, spec=conv, gate=kept.pre1 if kept.pre1 is not None else kept.out1,
+                              gate_rule=steps.gate1, seeds=t.seeds)
     # conv1's weight gradient, and the downsample's in the same launch (both read x)
     first = weight_grad_partials(da1, t.x, spec=conv, res_dy=second.ds if wd is not None else None)
     segments = [(first.partial, first.n_chunks, t.v1, t.g1), (second.partial, second.n_chunks, t.v2, t.g2)]
@@ -163,7 +212,9 @@ def _differentiable_backward(spec: BlockSpec, t: BlockInputs, needs, dy):
     w2 = t.v2 if t.g2 is None else torch._weight_norm(t.v2, t.g2, 0)
     y = temporal_block_reference(x, w1.to(x.dtype), t.b1, w2.to(x.dtype), t.b2,
                                  None if t.wd is None else t.wd.to(x.dtype), t.bd, spec.dilation, spec.dropout,
-                                 spec.dropout_mode, t.seeds if spec.training else None)
+                                 spec.dropout_mode, t.seeds if spec.training else None, activation=spec.activation,
+                                 final_activation=spec.final_activation, conv2_activation=spec.conv2_activation,
+                                 pad_right=spec.pad_right)
     wanted = [name for name, tensor, need in zip(BlockInputs._fields, t, needs) if need and tensor is not None]
     grads = torch.autograd.grad(y, [getattr(t, name) for name in wanted], dy, create_graph=True, allow_unused=True)
     return dict(zip(wanted, grads))

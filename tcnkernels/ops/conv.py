@@ -8,7 +8,8 @@
   so the spec travels as its fields (`spec_args` / `spec_from_args`):
     tcnkernels::conv1d(x, weight, bias?, slope?, dilation, groups, pad_right, activation, p0, p1) -> (y, kept)
     tcnkernels::conv1d_input_grad(g, weight, dilation, groups, pad_right) -> dx
-    tcnkernels::conv1d_weight_grad(dy, x, y?, weight, dilation, groups, pad_right, write_g) -> (dw, db, g)
+    tcnkernels::conv1d_weight_grad(dy, x, kept?, weight, dilation, groups, pad_right, activation, p0, p1,
+                                   write_g) -> (dw, db, g)
   activation is the kernels' code (activations.CODES) with its two parameters; `kept` is what the
   backward needs (the pre-activation, or an empty tensor where the output is enough).
 
@@ -23,11 +24,12 @@ from typing import Optional, Tuple
 
 import torch
 
-from .activations import CODES, N_PARAMS, RELU, Activation, activation_backward
+from .activations import CODES, N_PARAMS, Activation, activation_backward
 from .conv_launch import conv_forward, conv_input_grad, conv_weight_grad
+from .depthwise_launch import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
 from .reference import conv1d_reference
 from .specs import ConvSpec
-from .weight_launch import prepare_weight
+from .weight_launch import PreparedWeight, prepare_weight
 
 _NAMES = {code: name for name, code in CODES.items()}
 
@@ -40,39 +42,69 @@ def spec_args(spec: ConvSpec):
 
 
 @functools.lru_cache(maxsize=4096)
-def _spec(K, dilation, groups, pad_right, activation, p0, p1) -> ConvSpec:
+def _spec(K, dilation, groups, pad_right, activation, p0, p1, depthwise=False) -> ConvSpec:
     name = _NAMES[activation]
     act = None if name is None else Activation(name, (p0, p1)[:N_PARAMS.get(name, 0)])
-    return ConvSpec(K, dilation, act, groups, pad_right)
+    return ConvSpec(K, dilation, act, groups, pad_right, depthwise)
 
 
 def spec_from_args(weight, dilation, groups=1, pad_right=0, activation=0, p0=0.0, p1=0.0) -> ConvSpec:
-    return _spec(weight.shape[2], dilation, groups, pad_right, activation, p0, p1)
+    """The spec of a registered op's arguments (depthwise: one input channel per group, as many
+    groups as output channels)."""
+    depthwise = groups > 1 and weight.shape[1] == 1 and weight.shape[0] == groups
+    return _spec(weight.shape[2], dilation, groups, pad_right, activation, p0, p1, depthwise)
+
+
+def forward_launch(spec, x, weight, bias, slope, epilogue):
+    """(kernel output, the weight as the backward's kernels read it): y, or (y, pre-activation)."""
+    if spec.depthwise:
+        return depthwise_forward(x, weight, bias, spec=spec, epilogue=epilogue, slope=slope), (weight, 1)
+    prepared = prepare_weight(weight)
+    return conv_forward(x, prepared, bias, spec=spec, epilogue=epilogue, slope=slope), prepared
+
+
+def input_grad_launch(spec, g, prepared):
+    if spec.depthwise:
+        return depthwise_input_grad(g, prepared[0], spec=spec)
+    return conv_input_grad(g, tuple.__new__(PreparedWeight, prepared), spec=spec)
+
+
+def weight_grad_launch(spec, weight):
+    """weight_grad(dy, x, kept, write_g) -> (dw, db, g) of conv_backward (kept: what the activation's
+    derivative reads, or None)."""
+    if spec.depthwise:
+        def depthwise(dy, x, kept, write_g):
+            g = dy if kept is None else activation_backward(dy, kept, spec.activation)[0]
+            dw, db = depthwise_weight_grad(g, x, weight, spec=spec)
+            return dw, db, g if write_g else None
+        return depthwise
+    return lambda dy, x, kept, write_g: conv_weight_grad(dy, x, kept, weight, spec=spec, write_g=write_g)
 
 
 def conv_backward(dy, x, kept, slope, spec, needs, weight_grad, input_grad):
     """(dx, dw, db, dslope): the gradients of y = act(conv(x, weight) + bias) that `needs` (x,
     weight, bias, slope) asks for. kept: what the forward kept (the output for ReLU and the
     activations whose derivative is a function of it, else the pre-activation; None without an
-    activation). weight_grad(dy, x, y, write_g) -> (dw, db, g) and input_grad(g) -> dx are the
+    activation). weight_grad(dy, x, kept, write_g) -> (dw, db, g) and input_grad(g) -> dx are the
     launchers (eager) or the registered ops (torch.compile).
 
-    ReLU's gate g = dy * (y > 0) is applied once: the weight-gradient kernel, which reads dy and y
-    anyway, writes g for the input gradient to read (saving a pass and keeping y out of its loop)."""
+    The activation's derivative g = dy * act'(.) is applied once: the weight-gradient kernel, which
+    reads dy anyway, reads `kept` beside it and writes g for the input gradient to read (saving a
+    pass). PReLU (whose slope gradient is a reduction) and the gated units (whose derivative pairs
+    two channels) take one elementwise pass first (tcnkernels.ops.activations)."""
     needs_x, needs_w, needs_b, needs_slope = needs
     act = spec.activation
     dx = dw = db = dslope = None
-    relu = act == RELU
-    if act is not None and not relu:
+    if act is not None and not act.weight_grad_gate:
         dy, dslope = activation_backward(dy, kept, act, slope, needs_slope)
-    y = kept if relu else None
+        kept = None
     g = dy
     if needs_w or needs_b:
-        write_g = y is not None and needs_x
-        dw, db, written = weight_grad(dy, x, y, write_g)
+        write_g = kept is not None and needs_x
+        dw, db, written = weight_grad(dy, x, kept, write_g)
         g = written if write_g else dy
-    elif y is not None and needs_x:  # frozen weights: the gate alone, one elementwise op
-        g = activation_backward(dy, y, RELU)[0]
+    elif kept is not None and needs_x:  # frozen weights: the derivative alone, one elementwise pass
+        g = activation_backward(dy, kept, act)[0]
     if needs_x:
         dx = input_grad(g)
     return dx, dw if needs_w else None, db if needs_b else None, dslope
@@ -90,16 +122,15 @@ class Conv1dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, spec: ConvSpec, x, weight, bias, slope):
-        prepared = prepare_weight(weight)
         epilogue = spec.epilogue()
-        out = conv_forward(x, prepared, bias, spec=spec, epilogue=epilogue, slope=slope)
+        out, prepared = forward_launch(spec, x, weight, bias, slope, epilogue)
         y, pre = out if epilogue.store_pre else (out, None)
         # What the activation's derivative needs (the output, which is returned anyway, or the
         # pre-activation), and the weight in the kernels' layout, so that the backward does not lay
         # it out again. The weight itself is only needed by a create_graph backward: a plain
         # reference (cheaper than a saved tensor).
-        ctx.save_for_backward(x, prepared.w, _kept(spec, y, pre), slope)
-        ctx.spec, ctx.cols, ctx.weight, ctx.bias = spec, prepared.cols, weight, bias
+        ctx.save_for_backward(x, prepared[0], _kept(spec, y, pre), slope)
+        ctx.spec, ctx.cols, ctx.weight, ctx.bias = spec, prepared[1], weight, bias
         return y
 
     @staticmethod
@@ -110,10 +141,8 @@ class Conv1dFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a differentiable backward, in PyTorch ops
             return (None, *_differentiable_backward(spec, needs, dy, x, weight, ctx.bias, slope))
         prepared = (w, ctx.cols)
-        return (None, *conv_backward(
-            dy, x, kept, slope, spec, needs,
-            lambda dy, x, y, write_g: conv_weight_grad(dy, x, y, weight, spec=spec, write_g=write_g),
-            lambda g: conv_input_grad(g, prepared, spec=spec)))
+        return (None, *conv_backward(dy, x, kept, slope, spec, needs, weight_grad_launch(spec, weight),
+                                     lambda g: input_grad_launch(spec, g, prepared)))
 
 
 def _differentiable_backward(spec, needs, dy, x, weight, bias, slope):
@@ -135,7 +164,7 @@ def conv1d_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor
               p1: float) -> Tuple[torch.Tensor, torch.Tensor]:
     spec = spec_from_args(weight, dilation, groups, pad_right, activation, p0, p1)
     epilogue = spec.epilogue()
-    out = conv_forward(x, prepare_weight(weight), bias, spec=spec, epilogue=epilogue, slope=slope)
+    out = forward_launch(spec, x, weight, bias, slope, epilogue)[0]
     return out if epilogue.store_pre else (out, x.new_empty(0))
 
 
@@ -151,7 +180,8 @@ def _(x, weight, bias, slope, dilation, groups, pad_right, activation, p0, p1):
 @torch.library.custom_op("tcnkernels::conv1d_input_grad", mutates_args=())
 def conv1d_input_grad_op(g: torch.Tensor, weight: torch.Tensor, dilation: int, groups: int,
                          pad_right: int) -> torch.Tensor:
-    return conv_input_grad(g, prepare_weight(weight), spec=spec_from_args(weight, dilation, groups, pad_right))
+    spec = spec_from_args(weight, dilation, groups, pad_right)
+    return input_grad_launch(spec, g, (weight, 1) if spec.depthwise else prepare_weight(weight))
 
 
 @conv1d_input_grad_op.register_fake
@@ -160,16 +190,16 @@ def _(g, weight, dilation, groups, pad_right):
 
 
 @torch.library.custom_op("tcnkernels::conv1d_weight_grad", mutates_args=())
-def conv1d_weight_grad_op(dy: torch.Tensor, x: torch.Tensor, y: Optional[torch.Tensor], weight: torch.Tensor,
-                          dilation: int, groups: int, pad_right: int,
+def conv1d_weight_grad_op(dy: torch.Tensor, x: torch.Tensor, kept: Optional[torch.Tensor], weight: torch.Tensor,
+                          dilation: int, groups: int, pad_right: int, activation: int, p0: float, p1: float,
                           write_g: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dw, db, g = conv_weight_grad(dy, x, y, weight, spec=spec_from_args(weight, dilation, groups, pad_right),
-                                 write_g=bool(write_g))
+    spec = spec_from_args(weight, dilation, groups, pad_right, activation, p0, p1)
+    dw, db, g = weight_grad_launch(spec, weight)(dy, x, kept, bool(write_g))
     return dw, db, dy.new_empty(0) if g is None else g  # a registered op returns tensors, never None
 
 
 @conv1d_weight_grad_op.register_fake
-def _(dy, x, y, weight, dilation, groups, pad_right, write_g):
+def _(dy, x, kept, weight, dilation, groups, pad_right, activation, p0, p1, write_g):
     g = dy.new_empty(dy.shape if write_g else (0,))
     return weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],)), g
 
@@ -186,10 +216,10 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dy, _dkept):
     x, weight, kept, slope = ctx.saved_tensors
     spec = ctx.spec
-    dilation, groups, pad_right = spec.dilation, spec.groups, spec.pad_right
+    dilation, groups, pad_right, *act_args = spec_args(spec)
     grads = conv_backward(dy, x, kept, slope, spec, ctx.needs_input_grad[:4],
-                          lambda dy, x, y, write_g: conv1d_weight_grad_op(dy, x, y, weight, dilation, groups,
-                                                                          pad_right, int(write_g)),
+                          lambda dy, x, kept, write_g: conv1d_weight_grad_op(dy, x, kept, weight, dilation, groups,
+                                                                             pad_right, *act_args, int(write_g)),
                           lambda g: conv1d_input_grad_op(g, weight, dilation, groups, pad_right))
     return (*grads, None, None, None, None, None, None)
 

@@ -13,11 +13,20 @@ import torch
 import triton
 
 from . import launching
-from .activations import CODES, GATES
+from .activations import CODES, GATES, RELU
 from .launching import alignment, dtype_flags, needs_int64, new_output, new_output_as, plan_cache, shift_unit
 from .reference import dropout_threshold
-from .specs import ConvSpec, Epilogue
-from .tiles import conv_tiles, dropout_tiles, epilogue_tiles, ieee_fp32_tiles, weight_grad_tiles
+from .specs import ConvSpec, Epilogue, GateRule
+from .tiles import (
+    activation_dropout_tiles,
+    conv_tiles,
+    dropout_tiles,
+    epilogue_tiles,
+    gated_tiles,
+    ieee_fp32_tiles,
+    rule_gate_tiles,
+    weight_grad_tiles,
+)
 from .triton.conv_kernels import causal_conv1d_kernel, causal_conv1d_weight_grad_kernel
 from .weight_launch import PreparedWeight, finalize_weight_grads
 
@@ -57,20 +66,27 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
     upcast, acc_fp64, precision = dtype_flags(dtype, target, tf32)
     if dropout is not None:
         tiles = dropout_tiles(tiles, residual_gemm)
+        if epilogue.activation > 1:
+            tiles = activation_dropout_tiles(tiles)
+    if epilogue.activation in GATE_CODES:
+        tiles = gated_tiles(tiles)
+    if epilogue.gate_rule is not None:
+        tiles = rule_gate_tiles(tiles)
     dilation = shift_unit(K, spec.dilation)
     align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
     c_res, res_strides = res_layout if res_layout is not None else (0, (0, 0, 0))
     # A block's epilogue accesses (gate, branch, residual) are not shifted: their alignment does not
     # drop at dilation 1, and claiming it frees the registers per-element addresses would take. Not
     # for bias/ReLU/dropout alone: the store then costs more instructions (seq-MNIST, copy memory).
-    heavy_epilogue = epilogue.residual or epilogue.store_branch or epilogue.gate_scale is not None
+    gate = epilogue.gate_scale is not None or epilogue.gate_rule is not None
+    heavy_epilogue = epilogue.residual or epilogue.store_branch or gate
     align_out = alignment(dtype.itemsize, L, *out_stride[:2], *(res_strides[:2] if res_layout else ())) \
         if heavy_epilogue else align
-    if epilogue.residual or epilogue.store_branch or (epilogue.gate_scale is not None and target.capability < 90):
+    if epilogue.residual or epilogue.store_branch or (gate and target.capability < 90):
         tiles = epilogue_tiles(tiles, align_out)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
         tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=dropout is not None, align=align,
-                                residual_gemm=residual_gemm)
+                                residual_gemm=residual_gemm, shifted=spec.pad_right != 0)
     n_co, n_t = triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(L, tiles.BLOCK_T)
     gated = epilogue.activation in GATE_CODES
     rows = [(in_shape[1:], in_stride[1:]), ((c_out, L), out_stride[1:])]
@@ -78,6 +94,8 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         rows.append(((c_res, L), res_strides[1:]))
     wr_cols, wr_strides, res_bias_stride = wr_layout if wr_layout is not None else (0, (0, 0), None)
     on = dropout is not None
+    rule = epilogue.gate_rule
+    mask = dropout if on else rule.dropout if rule is not None else None  # the Philox mask drawn (or drawn again)
     pre_stride = pre_stride or (0, 0, 0)
     static = dict(
         # sizes
@@ -95,11 +113,16 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         ANTI_CAUSAL=anti_causal, SHIFTED=spec.pad_right != 0, GROUPED=groups > 1, HAS_BIAS=bias_stride is not None,
         ACTIVATION=epilogue.activation, ACT_P0=epilogue.act_params[0], ACT_P1=epilogue.act_params[1], GATED=gated,
         STORE_PRE=epilogue.store_pre,
-        DROPOUT=on, DROP_CHANNEL=on and dropout.mode == "channel",
-        DROP_THRESHOLD=dropout_threshold(dropout.p) if on else 0, DROP_SCALE=dropout.scale if on else 0.0,
-        SEED_INDEX=dropout.seed_index if on else 0,
-        GATE=epilogue.gate_scale is not None, GATE_SCALE=epilogue.gate_scale or 1.0,
+        DROPOUT=on, DROP_CHANNEL=mask is not None and mask.mode == "channel",
+        DROP_THRESHOLD=dropout_threshold(mask.p) if mask is not None else 0, DROP_SCALE=dropout.scale if on else 0.0,
+        SEED_INDEX=mask.seed_index if mask is not None else 0,
+        GATE=2 if rule is not None else epilogue.gate_scale is not None,
+        GATE_SCALE=rule.scale if rule is not None else epilogue.gate_scale or 1.0,
+        GATE_ACTIVATION=rule.activation.code if rule is not None and rule.activation is not None else 0,
+        GATE_FROM_INPUT=rule is not None and rule.from_input,
+        GATE_DROPOUT=rule is not None and rule.dropout is not None,
         STORE_BRANCH=epilogue.store_branch, RESIDUAL=epilogue.residual, FINAL_ACTIVATION=epilogue.final_activation,
+        FINAL_PRE=epilogue.final_pre,
         # precision and alignment
         UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align, ALIGN_OUT=align_out,
         ROW_INT64=needs_int64(*rows),
@@ -127,23 +150,26 @@ def _launch_conv(inp, w, w_layout, bias, out, spec, epilogue, anti_causal, seeds
 
 
 def conv_forward(x, weight: PreparedWeight, bias=None, *, spec: ConvSpec, epilogue: Optional[Epilogue] = None,
-                 seeds=None, branch=False, residual: Optional[Residual] = None, slope=None):
+                 seeds=None, branch=False, residual: Optional[Residual] = None, slope=None, contiguous=False):
     """y = epilogue(conv(x, w)); x (B, C_in, L), `weight` as `prepare_weights` returns it (or
     any (C_out, C_in // groups, K) tensor w with cols = C_in // groups), bias (C_out,) or None. The
     epilogue (by default the spec's activation; see specs.Epilogue): + bias, activation (`slope`:
     PReLU's, (C_out,) or (1,)), dropout (with `seeds`), then with `branch` the output so far is
     also returned, then + the residual, final activation. A gated unit gives C_out // 2 channels.
-    y is allocated in x's layout (channel-last x, channel-last y). Returns y, or (y, branch
-    output), or with an epilogue that stores the pre-activation (y, pre-activation)."""
+    y is allocated in x's layout (channel-last x, channel-last y) unless `contiguous`. Returns y, or (y, branch
+    output), or with an epilogue that stores a pre-activation (store_pre: the first; final_pre:
+    the final) (y, pre-activation) or (y, branch output, pre-activation)."""
     w, cols = weight
     B, _, L = x.shape
     c_out, c_in, K = w.shape
     if epilogue is None:
         epilogue = spec.epilogue()
     c_y = c_out // 2 if epilogue.activation in GATE_CODES else c_out
-    y = new_output_as(x, (B, c_y, L))
-    pre = new_output_as(x, (B, c_out, L)) if branch else None
-    kept = new_output_as(x, (B, c_out, L)) if epilogue.store_pre else None
+    like = x.new_empty(0) if contiguous else x  # `contiguous`: the outputs (B, C, L)-contiguous whatever x is
+    y = new_output_as(like, (B, c_y, L))
+    pre = new_output_as(like, (B, c_out, L)) if branch else None
+    kept = new_output_as(like, (B, c_y if epilogue.final_pre else c_out, L)) \
+        if epilogue.store_pre or epilogue.final_pre else None
     if B * L > 0:
         res = res_weight = res_bias = wr_layout = None
         if residual is not None:
@@ -156,26 +182,31 @@ def conv_forward(x, weight: PreparedWeight, bias=None, *, spec: ConvSpec, epilog
         _launch_conv(x, w, (K, rows, cols, w.stride(), rows * w.stride(0)), bias, y, spec, epilogue, False, seeds,
                      None, pre, res, res_weight, res_bias, wr_layout, kept, slope)
     if kept is not None:
-        return y, kept
+        return (y, pre, kept) if branch else (y, kept)
     return (y, pre) if branch else y
 
 
 @functools.lru_cache(maxsize=None)
-def _input_grad_epilogue(gate_scale, residual):
-    return Epilogue(gate_scale=gate_scale, residual=residual)
+def _input_grad_epilogue(gate_scale, residual, gate_rule=None):
+    if gate_rule is None:
+        return Epilogue(gate_scale=gate_scale, residual=residual)
+    act = gate_rule.activation
+    return Epilogue(act_params=act.kernel_params() if act is not None else (0.0, 0.0), gate_rule=gate_rule,
+                    residual=residual)
 
 
 def conv_input_grad(g, weight: PreparedWeight, *, spec: ConvSpec, gate=None, gate_scale=1.0,
-                    residual: Optional[Residual] = None):
+                    residual: Optional[Residual] = None, gate_rule: Optional[GateRule] = None, seeds=None):
     """dx[b, i, t] = sum_{o,k} W[o, i, k] * g[b, o, t + (K-1-k)*d - pad_right] (per group): the
     forward kernel with W read transposed and anti-causal taps; g is already gated. Epilogue:
-    * (gate > 0) * gate_scale (the previous layer's ReLU and dropout, from its saved output),
+    * (gate > 0) * gate_scale (the previous layer's ReLU and dropout, from its saved output), or
+    with `gate_rule` its activation's derivative and its dropout mask (drawn again from `seeds`);
     + residual.res, or + the transposed 1x1 conv residual.weight^T res (a downsample's input gradient)."""
     w, cols = weight
     B, _, L = g.shape
     c_out, c_in, K = w.shape
     groups = spec.groups
-    dx = new_output_as(g, (B, c_in * groups, L))
+    dx = new_output_as(g if gate is None else gate, (B, c_in * groups, L))  # a gate has dx's strides
     if B * L > 0:
         ws = w.stride()
         res = res_weight = wr_layout = None
@@ -188,8 +219,8 @@ def conv_input_grad(g, weight: PreparedWeight, *, spec: ConvSpec, gate=None, gat
                 wr_layout = (res_weight.shape[0], (1, res_weight.stride(0)), None)
         per_group = c_out // groups
         _launch_conv(g, w, (K, cols, per_group, (ws[1], ws[0], ws[2]), per_group * ws[0]), None, dx, spec,
-                     _input_grad_epilogue(None if gate is None else gate_scale, code), True, None, gate, None, res,
-                     res_weight, None, wr_layout)
+                     _input_grad_epilogue(None if gate is None else gate_scale, code, gate_rule), True, seeds, gate,
+                     None, res, res_weight, None, wr_layout)
     return dx
 
 
@@ -208,8 +239,10 @@ class WeightGradPartials(NamedTuple):
 
 
 @plan_cache
-def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_out, dtype, device, gate, gate2_scale,
+def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_out, dtype, device, gate, gate2,
                       write_g, write_ds, res_tap, tf32):
+    """gate: the Activation whose derivative y gives (None: no gate); gate2: None, a float (the legacy
+    ReLU-and-dropout gate's scale) or a GateRule."""
     B, c_in, L = x_shape
     K, groups = spec.kernel_size, spec.groups
     c_in //= groups  # one group's
@@ -218,7 +251,8 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
     upcast, acc_fp64, precision = dtype_flags(dtype, target, tf32)
     dilation = shift_unit(K, spec.dilation)
     align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *x_stride[:2], *dy_stride[:2], *y_stride[:2])
-    tiles = weight_grad_tiles(c_out_g, c_in, dtype, align, target.capability, gated=gate2_scale is not None)
+    tiles = weight_grad_tiles(c_out_g, c_in, dtype, align, target.capability,
+                              gated="rule" if isinstance(gate2, GateRule) else gate2 is not None)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
         tiles = ieee_fp32_tiles(tiles, target.capability, align=align, weight_grad=True)
     n_co, n_ci, n_t = (triton.cdiv(c_out_g, tiles.BLOCK_CO), triton.cdiv(c_in, tiles.BLOCK_CI),
@@ -229,6 +263,11 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
     # the partials and their summation order never change, so gradients are bitwise reproducible.
     resident = target.sm_count * (16 // tiles.num_warps) if target.gpu else 4
     taps = K + 1 if res_tap else K
+    general = isinstance(gate2, GateRule)  # any activation's gate (else ReLU's, or none)
+    rule_act = gate2.activation if general else None
+    mask = gate2.dropout if general else None
+    with_params = gate if gate is not None else rule_act
+    params = with_params.kernel_params() if with_params is not None else (0.0, 0.0)
     n_chunks = max(1, min(B * n_t, resident // (n_co * n_ci * taps * groups)))
     static = dict(
         # sizes
@@ -240,7 +279,15 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
         s_dy_b=dy_stride[0], s_dy_c=dy_stride[1], s_dy_t=dy_stride[2],
         s_y_b=y_stride[0], s_y_c=y_stride[1], s_y_t=y_stride[2],
         # gates and stores
-        GATE_BY_RELU=gate, GATE2=gate2_scale is not None, GATE2_SCALE=gate2_scale or 1.0, WRITE_G=write_g,
+        GATE_BY_RELU=gate == RELU and not general,
+        GATE_ACTIVATION=0 if gate is None or (gate == RELU and not general) or gate.gated else gate.code,
+        GATED_GRAD=gate.code if gate is not None and gate.gated else 0, GATE_ROWS=c_out // 2,
+        ACT_P0=params[0], ACT_P1=params[1],
+        GATE2=2 if general else gate2 is not None, GATE2_SCALE=gate2.scale if general else gate2 or 1.0,
+        GATE2_ACTIVATION=rule_act.code if rule_act is not None else 0, GATE2_FROM_INPUT=general and gate2.from_input,
+        GATE2_DROPOUT=mask is not None, DROP_CHANNEL=mask is not None and mask.mode == "channel",
+        DROP_THRESHOLD=dropout_threshold(mask.p) if mask is not None else 0,
+        SEED_INDEX=mask.seed_index if mask is not None else 0, WRITE_G=write_g,
         WRITE_DS=write_ds, RES_TAP=res_tap,
         # precision and alignment
         UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align,
@@ -253,14 +300,18 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
 
 
 def weight_grad_partials(dy, x, y=None, *, spec: ConvSpec, gate2=None, gate2_scale=1.0, write_g=False,
-                         write_ds=False, res_dy=None) -> WeightGradPartials:
+                         write_ds=False, res_dy=None, activation=RELU, gate2_rule: Optional[GateRule] = None,
+                         seeds=None) -> WeightGradPartials:
     """Per-chunk fp32 partial sums of dw and db of the conv whose input is x, for the gradient
-    g = dy * (y > 0) [y: the saved output of a fused ReLU, or None] * (gate2 > 0) * gate2_scale
-    [gate2: a block's saved pre-residual output, or None]; with write_g the kernel also stores g,
+    g = dy * (y > 0) [y: the saved output of a fused ReLU, or None; with another elementwise
+    `activation`, g = dy * act'(.) from y, what its forward kept] * (gate2 > 0) * gate2_scale
+    [gate2: a block's saved pre-residual output, or None; with `gate2_rule`, gate2 is what that
+    rule reads and its dropout mask is drawn again from `seeds`]; with write_g the kernel also stores g,
     with write_ds dy * (y > 0). With res_dy (a block's residual gradient, dy's shape and strides),
     the same launch also gives the partials of the 1x1 downsample that reads the same x."""
     B, c_in, L = x.shape
-    c_out = dy.shape[1]
+    gated = y is not None and activation is not None and activation.gated
+    c_out = y.shape[1] if gated else dy.shape[1]  # a gated unit's conv has twice dy's channels
     K = spec.kernel_size
     res_tap = res_dy is not None
     if res_tap and (res_dy.shape != dy.shape or res_dy.stride() != dy.stride() or y is not None or gate2 is not None
@@ -268,24 +319,29 @@ def weight_grad_partials(dy, x, y=None, *, spec: ConvSpec, gate2=None, gate2_sca
         raise ValueError("res_dy needs dy's shape and strides and a conv without gates or stores")
     g = new_output(dy, (B, c_out, L)) if write_g else None
     ds = new_output(dy, (B, c_out, L)) if write_ds else None
-    gate = dy if y is None else y
+    gate = y if y is not None else gate2 if gate2 is not None else dy  # gate2 is read with these strides
     grid, static, n_chunks, acc_dtype = _weight_grad_plan(
-        spec, x.shape, x.stride(), dy.stride(), gate.stride(), c_out, x.dtype, x.device, y is not None,
-        None if gate2 is None else gate2_scale, write_g, write_ds, res_tap, torch.backends.cudnn.allow_tf32)
+        spec, x.shape, x.stride(), dy.stride(), gate.stride(), c_out, x.dtype, x.device,
+        None if y is None else activation,
+        gate2_rule if gate2_rule is not None else None if gate2 is None else gate2_scale, write_g, write_ds, res_tap,
+        torch.backends.cudnn.allow_tf32)
     partial = new_output(x, (n_chunks, c_out * (c_in // spec.groups * K + 1)), dtype=acc_dtype)
     res_partial = new_output(x, (n_chunks, c_out * (c_in + 1)), dtype=acc_dtype) if res_tap else None
     if B * L == 0:
         return WeightGradPartials(partial.zero_(), n_chunks, g, ds,
                                   None if res_partial is None else res_partial.zero_())
     launching.launch(causal_conv1d_weight_grad_kernel, grid, x, {
-        "x_ptr": x, "dy_ptr": dy, "y_ptr": gate, "gate2_ptr": gate2, "g_ptr": g, "ds_ptr": ds, "partial_ptr": partial,
+        "x_ptr": x, "dy_ptr": dy, "y_ptr": gate, "gate2_ptr": gate2, "seed_ptr": seeds, "g_ptr": g, "ds_ptr": ds,
+        "partial_ptr": partial,
         "res_dy_ptr": res_dy, "res_partial_ptr": res_partial}, static)
     return tuple.__new__(WeightGradPartials, (partial, n_chunks, g, ds, res_partial))  # (C-level: a hot path)
 
 
-def conv_weight_grad(dy, x, y, weight, *, spec: ConvSpec, write_g=False):
+def conv_weight_grad(dy, x, kept, weight, *, spec: ConvSpec, write_g=False):
     """(dw, db, g) of one plain conv (weight: its (C_out, C_in, K) weight, for shape and dtype): the
-    partials and their finalize, two launches."""
-    partials = weight_grad_partials(dy, x, y, spec=spec, write_g=write_g)
+    partials and their finalize, two launches. kept: None (dy is the conv's own gradient), or what
+    the forward of spec.activation kept (its output or pre-activation), from which the kernel applies
+    the activation's derivative (and with write_g stores the result, for the input gradient)."""
+    partials = weight_grad_partials(dy, x, kept, spec=spec, write_g=write_g, activation=spec.activation)
     dw, _, db = finalize_weight_grads([(partials.partial, partials.n_chunks, weight, None)])[0]
     return dw, db, partials.g

@@ -23,6 +23,7 @@ class ConvSpec(NamedTuple):
     activation: Optional[Activation] = None
     groups: int = 1
     pad_right: int = 0
+    depthwise: bool = False  # groups == C_in == C_out > 1: the depthwise kernels (memory-bound, no GEMM)
 
     def epilogue(self) -> "Epilogue":
         act = self.activation
@@ -47,6 +48,17 @@ class Dropout(NamedTuple):
         return 0.0 if self.p >= 1 else 1.0 / (1.0 - self.p)
 
 
+class GateRule(NamedTuple):
+    """How a backward kernel takes a gradient back through an earlier layer's activation and dropout,
+    out = keep * scale * act(z): g * keep * scale * act'(z), from the saved tensor (the
+    pre-activation z when `from_input`, else out itself, scale undone), the keep mask drawn again
+    from its seed (`dropout`; None without)."""
+    activation: Optional[Activation]  # None: dropout alone
+    from_input: bool
+    dropout: Optional[Dropout]
+    scale: float = 1.0
+
+
 class Epilogue(NamedTuple):
     """What the conv kernel does after its GEMM, in this order, each step compiled in only when on.
 
@@ -57,9 +69,11 @@ class Epilogue(NamedTuple):
     store_pre: bool = False             # also store the pre-activation (for the backward)
     dropout: Optional[Dropout] = None   # Philox mask of seeds[dropout.seed_index], kept * 1/(1-p)
     gate_scale: Optional[float] = None  # * (gate > 0) * gate_scale: a backward's ReLU-and-dropout gate
+    gate_rule: Optional[GateRule] = None  # or this gate, for any activation (gate_scale then unused)
     store_branch: bool = False          # also store the output so far (a block's pre-residual branch)
     residual: int = 0                   # + res (1), or + a 1x1 conv of res in the same program (2)
-    final_activation: int = 0           # activations.CODES code (none or ReLU), after the residual
+    final_activation: int = 0           # activations.CODES code, after the residual (act_params its parameters)
+    final_pre: bool = False             # store the value before the final activation (for the backward)
 
 
 PLAIN = Epilogue()
@@ -84,10 +98,10 @@ class BlockSpec(NamedTuple):
         return ConvSpec(self.kernel_size, self.dilation)
 
     @property
-    def fused(self) -> bool:
-        """Whether the fused block kernels run it (the reference block's options); else it runs as
-        fused convs with separate dropout and residual ops."""
-        return self.activation == RELU and self.final_activation and self.conv2_activation and self.pad_right == 0
+    def fused_relu(self) -> bool:
+        """The reference block's options (ReLU after each conv and the residual): its gates come from
+        the signs of the kept outputs; any other activation's from GateRules."""
+        return self.activation == RELU and self.final_activation and self.conv2_activation
 
     def dropouts(self) -> Tuple[Optional[Dropout], Optional[Dropout]]:
         """conv1's and conv2's epilogue dropout (None where off)."""

@@ -64,6 +64,30 @@ def dropout_tiles(tiles, residual_gemm):
     return dataclasses.replace(tiles, BLOCK_T=block_t, num_warps=warps)
 
 
+def gated_tiles(tiles):
+    """A gated unit's program keeps two accumulators (its two halves): at most 64 rows, so that both
+    hold what one 128-row tile does (measured at 128 x 128, 8 warps: 255 registers, 64 to 656 bytes
+    on the stack, 312 of them inside the loop for IEEE fp32)."""
+    return dataclasses.replace(tiles, BLOCK_CO=min(tiles.BLOCK_CO, SMALL_CHANNELS))
+
+
+def activation_dropout_tiles(tiles):
+    """A wide tile whose epilogue runs a transcendental activation (GELU, Mish, ...) and the Philox
+    draw: at most 64 steps (at 128 x 128, 32 to 248 bytes per thread after the loop, sm_90)."""
+    if tiles.BLOCK_CO > SMALL_CHANNELS:
+        return dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 64))
+    return tiles
+
+
+def rule_gate_tiles(tiles):
+    """An input gradient whose epilogue applies another activation's derivative (and draws the
+    dropout mask again): wide tiles at most 64 steps (at 128 x 128, sm_90's ptxas parked 24 to 336
+    bytes per thread after the loop)."""
+    if tiles.BLOCK_CO > SMALL_CHANNELS:
+        return dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 64))
+    return tiles
+
+
 def epilogue_tiles(tiles, align):
     """A wide tile with a block's residual epilogue (residual load, branch store), or on sm_80 with a
     gate, at ALIGN 1, where every element needs its own 64-bit address: 64 time steps, else ptxas
@@ -82,23 +106,29 @@ def weight_grad_tiles(c_out, c_in, dtype, align, capability, gated=False):
     ptxas spills 64 x 64 tiles at 4 warps, and at 8 warps unless loads are not staged ahead (measured
     4 to 20 bytes), or with a block's second gate (`gated`) at ALIGN 1 unless 32 channels wide (32
     bytes). fp64 (gradcheck) at 8 warps, one stage: at 4 warps and two stages a gated tile spills in
-    the loop."""
+    the loop. `gated`: False, True (the ReLU block's second gate) or "rule" (a GateRule's)."""
     if dtype == torch.float64:
         return Tiles(channel_block(c_out, 32), channel_block(c_in, 32), 32, 8, 1)
     block_co, block_ci = channel_block(c_out, SMALL_CHANNELS), channel_block(c_in, SMALL_CHANNELS)
-    if gated and align == 1 and capability < 90:
+    if (gated and align == 1 and capability < 90) or gated == "rule":
+        # a block's second gate by rule (any activation's derivative, the mask drawn again): 64 x 64
+        # parked 8 to 40 bytes, at ALIGN 1 one of them in the loop (sm_90)
         block_ci = min(block_ci, 32)
     warps = 4 if align > 2 and capability >= 90 and block_co >= block_ci else 8
     return Tiles(block_co, block_ci, 32, warps, 1 if capability < 90 and warps == 8 else 2)
 
 
-def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=False, residual_gemm=False):
+def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=False, residual_gemm=False,
+                    shifted=False):
     """IEEE fp32 dots run on FMA units with operands in registers: 8 warps share a large tile and loads
     are not staged ahead (one stage), else they spill (measured: up to 4 KB per thread); on sm_80
     also at most 32 time steps and 32 reduction channels per tile (else 8 to 80 bytes), and with a
     block's epilogue (dropout, residual) at most 64 steps (else 16 to 24 bytes after the loop); at
     ALIGN 1 at most 32 input channels (the weight gradient's 64 x 64 tile: 4 bytes).
-    `residual_gemm`: a block's conv2 that also runs the 1x1 downsample."""
+    `residual_gemm`: a block's conv2 that also runs the 1x1 downsample. `shifted` (taps offset by a
+    right padding: one more runtime value and mask bound per iteration): 8 warps and at most 64 steps
+    (at 4 warps, or 128 steps with an epilogue, 16 to 24 bytes with one or two stack accesses in the
+    loop, sm_90)."""
     if align == 1:
         tiles = dataclasses.replace(tiles, BLOCK_CI=min(tiles.BLOCK_CI, 32))
     if capability < 90:
@@ -108,7 +138,9 @@ def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=Fal
     # a tile of at most 8 outputs per thread at 8 warps keeps 4 where loads are aligned (at 8, ptxas
     # held 48 registers and spilled 4 bytes for a block's 32 x 64 conv2; at ALIGN 1, 4 warps spill)
     # (not the weight gradient: its accumulator is BLOCK_CO x BLOCK_CI, and 4 warps spill kilobytes)
-    warps = 4 if tiles.BLOCK_CO * tiles.BLOCK_T <= 32 * 64 and align > 1 and not weight_grad else 8
+    warps = 4 if tiles.BLOCK_CO * tiles.BLOCK_T <= 32 * 64 and align > 1 and not weight_grad and not shifted else 8
+    if shifted and not weight_grad:
+        tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 64), BLOCK_CI=16)
     # With the downsample's GEMM after the epilogue, sm_90's ptxas caps 8 warps at 80 registers and
     # parks 8 to 16 bytes (measured at 128 x 32 and 64 x 64, any ALIGN); 4 warps take 110 to 128, none.
     if residual_gemm and capability >= 90 and tiles.BLOCK_CO * tiles.BLOCK_T <= 64 * 64:

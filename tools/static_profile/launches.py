@@ -160,6 +160,7 @@ def op_launches(c_in, c_out, L, K, dilation, precision, arch, groups=1, padding=
 VARIANT_ACTIVATIONS = ("leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu", "mish", "softplus", "tanh",
                        "sigmoid", "prelu", "glu", "gated_tanh", None)
 VARIANT_SHAPES = ((25, 25, 784, 7, 64), (450, 450, 400, 3, 16), (17, 33, 97, 2, 1))  # seq-MNIST, char-PTB, odd
+DEPTHWISE_SHAPES = ((512, 2000, 3, 16), (128, 4001, 8, 1), (96, 513, 11, 2))  # Conv-TasNet-like; K > 8 loops
 VARIANT_LAYOUTS = ((1, "same", False), (1, "anticausal", True), (2, "same", False), (1, "causal", True),
                    (2, "pair", True))  # "pair": (1, (K-1)*dilation - 1)
 
@@ -172,6 +173,10 @@ def op_variant_launches(arch, precision):
             gated = activation in ("glu", "gated_tanh")  # a gated layer's conv has twice the width
             launches += op_launches(c_in, 2 * c_out if gated else c_out, L, K, dilation, precision, arch,
                                     activation=activation)
+    for c, L, K, dilation in DEPTHWISE_SHAPES:
+        for channel_last in (False, True):
+            for activation in ("prelu", "gelu", None):
+                launches += op_launches(c, c, L, K, dilation, precision, arch, c, "causal", activation, channel_last)
     for groups, padding, channel_last in VARIANT_LAYOUTS:
         for activation in ("relu", "gelu"):
             for c_in, c_out, L, K, dilation in VARIANT_SHAPES[1:]:
@@ -184,17 +189,38 @@ def op_variant_launches(arch, precision):
 BLOCK_SWEEP_CHANNELS = (17, 65)  # a one-block and a wide tile; the conv sweep covers the rest of the tiles
 
 
-def block_launches(c_in, c_out, L, K, dilation, precision, arch, dropout, training, recompute=True):
-    """The launches of one TemporalBlock forward (+ backward when training) on meta tensors."""
+def block_launches(c_in, c_out, L, K, dilation, precision, arch, dropout, training, recompute=True, **options):
+    """The launches of one TemporalBlock forward (+ backward when training) on meta tensors; `options`:
+    the block's activation, final_activation, conv2_activation, padding."""
     dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
+    options.setdefault("padding", (K - 1) * dilation)
     with recorded_launches(arch, tf32) as launches, use_backend("triton"):
         with torch.device("meta"):
-            block = TemporalBlock(c_in, c_out, K, 1, dilation, (K - 1) * dilation, dropout,
-                                  recompute=recompute).to(dtype).train(training)
+            block = TemporalBlock(c_in, c_out, K, 1, dilation, dropout=dropout, recompute=recompute,
+                                  **options).to(dtype).train(training)
         x = torch.empty(2, c_in, L, device="meta", dtype=dtype, requires_grad=training)
         y = block(x)
         if training:
             y.backward(torch.empty_like(y))
+    return launches
+
+
+# The block's options: an activation from the output (tanh) and one from the input (GELU), Darts'
+# blocks, the shifted taps of "same", dropout on and off, conv2 recomputed or kept.
+BLOCK_VARIANTS = (dict(activation="gelu"), dict(activation="tanh", final_activation=False),
+                  dict(activation="mish", final_activation=False, conv2_activation=False),
+                  dict(activation="relu", final_activation=False), dict(activation="relu", padding="same"),
+                  dict(activation="gelu", padding="same"))
+
+
+def block_variant_launches(arch, precision):
+    launches = []
+    for options in BLOCK_VARIANTS:
+        for c_in, c_out in ((17, 17), (65, 65)):
+            for L, dilation in ((97, 1), (2064, 16)):
+                for dropout, recompute in ((0.2, True), (0.0, False)):
+                    launches += block_launches(c_in, c_out, L, 3, dilation, precision, arch, dropout, True, recompute,
+                                               **options)
     return launches
 
 
@@ -239,6 +265,7 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
                             add(block_launches(c_in, c_out, L, 3, dilation, precision, arch, dropout, training,
                                                recompute))
         add(op_variant_launches(arch, precision))
+        add(block_variant_launches(arch, precision))
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for c_in, widths, K in STREAM_SWEEP:
             add(stream_launches(c_in, widths, K, dtype, arch))

@@ -108,6 +108,53 @@ def _activate(acc, ACTIVATION: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr,
 
 
 @triton.jit
+def _activation_grad(g, v, ACTIVATION: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr):
+    """g * act'(z) for the elementwise activations (not ReLU, PReLU or the gated units), from v: the
+    output where the derivative is a function of it (leaky ReLU, ELU, SELU, tanh, sigmoid), else the
+    pre-activation z (activations.Activation.from_output says which the host keeps)."""
+    if ACTIVATION == 1:
+        g = tl.where(v > 0, g, tl.zeros_like(g))
+    elif ACTIVATION == 2:
+        g = tl.where(v > 0, g, g * P0)
+    elif ACTIVATION == 3:
+        g = tl.where(v > 0, g, g * (v + P0))
+    elif ACTIVATION == 4:
+        g = tl.where(v > 0, g * 1.0507009873554805, g * (v + 1.7580993408473766))
+    elif ACTIVATION == 5:
+        g = g * (0.5 * (1.0 + tl.erf(v * 0.7071067811865476)) + v * tl.exp(-0.5 * v * v) * 0.3989422804014327)
+    elif ACTIVATION == 6:
+        t = _tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))
+        g = g * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * v * v))
+    elif ACTIVATION == 7:
+        s = tl.sigmoid(v)
+        g = g * s * (1.0 + v * (1.0 - s))
+    elif ACTIVATION == 8:
+        t = _tanh(_softplus(v, 1.0, 20.0))
+        g = g * (t + v * (1.0 - t * t) * tl.sigmoid(v))
+    elif ACTIVATION == 9:
+        g = tl.where(v * P0 > P1, g, g * tl.sigmoid(v * P0))
+    elif ACTIVATION == 10:
+        g = g * (1.0 - v * v)
+    elif ACTIVATION == 11:
+        g = g * v * (1.0 - v)
+    return g
+
+
+@triton.jit
+def _gate_grad(g, a, b, first_half, ACTIVATION: tl.constexpr):
+    """dz of a gated unit y = f(a) * sigmoid(b) (f: identity for GLU (13), tanh (14)), for rows of z
+    that are a (first_half) or b: g * sigmoid(b) * f'(a), or g * f(a) * sigmoid(b) (1 - sigmoid(b))."""
+    sb = tl.sigmoid(b)
+    if ACTIVATION == 14:
+        fa = _tanh(a)
+        da = g * sb * (1.0 - fa * fa)
+    else:
+        fa = a
+        da = g * sb
+    return tl.where(first_half[:, None], da, g * fa * sb * (1.0 - sb))
+
+
+@triton.jit
 def _dropout_keep(seed_ptr, SEED_INDEX: tl.constexpr, row, t0, L, BLOCK_T: tl.constexpr, CHANNEL: tl.constexpr,
                   THRESHOLD: tl.constexpr):
     """Philox keep mask of a (rows, BLOCK_T) tile starting at step t0 (a multiple of 4): kept where the
@@ -160,10 +207,12 @@ def causal_conv1d_kernel(
     STORE_PRE: tl.constexpr,         # pre_ptr <- the pre-activation (both halves of a gated unit)
     DROPOUT: tl.constexpr, DROP_CHANNEL: tl.constexpr, DROP_THRESHOLD: tl.constexpr, DROP_SCALE: tl.constexpr,
     SEED_INDEX: tl.constexpr,
-    GATE: tl.constexpr, GATE_SCALE: tl.constexpr,
+    GATE: tl.constexpr, GATE_SCALE: tl.constexpr,  # 1: ReLU-and-dropout gate; 2: GATE_ACTIVATION's derivative
+    GATE_ACTIVATION: tl.constexpr, GATE_FROM_INPUT: tl.constexpr, GATE_DROPOUT: tl.constexpr,
     STORE_BRANCH: tl.constexpr,
     RESIDUAL: tl.constexpr,
     FINAL_ACTIVATION: tl.constexpr,
+    FINAL_PRE: tl.constexpr,         # pre_ptr <- the value before the final activation (not before the first)
     # Precision and alignment
     UPCAST: tl.constexpr,
     ACC_FP64: tl.constexpr,
@@ -298,9 +347,18 @@ def causal_conv1d_kernel(
     out_offs = (pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN_OUT) + offs_o[:, None] * s_out_c
                 + offs_t[None, :] * s_out_t)
     mask_out = mask_co[:, None] & (offs_t < L_out)[None, :]
-    if GATE:
+    if GATE == 1:
         gate = tl.load(gate_ptr + out_offs, mask=mask_out, other=0.0)
         acc = tl.where(gate > 0, acc * GATE_SCALE, tl.zeros_like(acc))
+    elif GATE == 2:  # the previous layer's activation and dropout: out = keep * GATE_SCALE * act(z)
+        gate = tl.load(gate_ptr + out_offs, mask=mask_out, other=0.0).to(acc.dtype)
+        if not GATE_FROM_INPUT:
+            gate = gate * (1.0 / GATE_SCALE)  # act(z) where kept (the mask zeroes the rest)
+        acc = _activation_grad(acc, gate, GATE_ACTIVATION, ACT_P0, ACT_P1) * GATE_SCALE
+        if GATE_DROPOUT:  # the forward's mask, drawn again from its seed
+            keep = _dropout_keep(seed_ptr, SEED_INDEX, pid_b.to(tl.int64) * C_OUT + offs_co, t0, L, BLOCK_T,
+                                 DROP_CHANNEL, DROP_THRESHOLD)
+            acc = tl.where(keep, acc, tl.zeros_like(acc))
     if STORE_BRANCH:
         tl.store(branch_ptr + out_offs, acc.to(branch_ptr.dtype.element_ty), mask=mask_out)
     if RESIDUAL == 1:
@@ -311,7 +369,10 @@ def causal_conv1d_kernel(
         acc = _residual_gemm(acc, res_ptr + pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT), wr_ptr, res_bias_ptr,
                              offs_co, offs_t, mask_co, C_RES, WR_COLS, L_out, _aligned(s_res_c, ALIGN_OUT), s_res_t,
                              s_wr_out, s_wr_in, s_res_bias, UPCAST, INPUT_PRECISION, BLOCK_CI)
-    acc = _activate(acc, FINAL_ACTIVATION, 0.0, 0.0, None)
+    if FINAL_PRE:
+        tl.store(pre_ptr + pid_b.to(tl.int64) * s_pre_b + offs_co[:, None] * s_pre_c + offs_t[None, :] * s_pre_t,
+                 acc.to(pre_ptr.dtype.element_ty), mask=mask_out)
+    acc = _activate(acc, FINAL_ACTIVATION, ACT_P0, ACT_P1, None)
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
 
 
@@ -337,12 +398,14 @@ def _residual_gemm(acc, res_row, wr_ptr, res_bias_ptr, offs_co, offs_t, mask_co,
 def causal_conv1d_weight_grad_kernel(
     # Tensors; None where no gate or store asks for one
     x_ptr, dy_ptr, y_ptr, gate2_ptr,  # the conv's input, its output gradient, the gates' saved outputs
+    seed_ptr,                         # dropout seeds (GATE2_DROPOUT)
     g_ptr, ds_ptr,                    # stores: the gated gradient, the residual's gradient
     partial_ptr,                      # (N_CHUNKS, C_OUT*C_IN*K + C_OUT) fp32 partial sums
     res_dy_ptr, res_partial_ptr,      # a block's 1x1 downsample: its gradient, its partials
     # Sizes (C_IN: of one group; C_OUT: of all groups, C_OUT_G of one)
     B, C_IN, C_OUT, L, K, DILATION,
     PAD_RIGHT, N_GROUPS, C_OUT_G,    # as in causal_conv1d_kernel
+    GATE_ROWS,                       # GATED_GRAD: the gated unit's output channels (C_OUT / 2)
     # Strides, in elements (gate2 has y's)
     s_x_b, s_x_c, s_x_t,
     s_dy_b, s_dy_c, s_dy_t,
@@ -353,7 +416,11 @@ def causal_conv1d_weight_grad_kernel(
     GROUPED: tl.constexpr,           # N_GROUPS > 1
     # Gates and stores
     GATE_BY_RELU: tl.constexpr,
-    GATE2: tl.constexpr, GATE2_SCALE: tl.constexpr,
+    GATE_ACTIVATION: tl.constexpr, ACT_P0: tl.constexpr, ACT_P1: tl.constexpr,  # g * act'(.) from y_ptr
+    GATED_GRAD: tl.constexpr,        # a gated unit's code (13, 14): y_ptr is z = (a, b); dy has GATE_ROWS rows
+    GATE2: tl.constexpr, GATE2_SCALE: tl.constexpr,  # 1: (gate2 > 0) * scale; 2: GATE2_ACTIVATION's derivative
+    GATE2_ACTIVATION: tl.constexpr, GATE2_FROM_INPUT: tl.constexpr,
+    GATE2_DROPOUT: tl.constexpr, DROP_CHANNEL: tl.constexpr, DROP_THRESHOLD: tl.constexpr, SEED_INDEX: tl.constexpr,
     WRITE_G: tl.constexpr,
     WRITE_DS: tl.constexpr,
     RES_TAP: tl.constexpr,
@@ -435,6 +502,11 @@ def causal_conv1d_weight_grad_kernel(
         x_ptr += pid_g.to(tl.int64) * C_IN * s_x_c
     dy_offs = offs_co[:, None] * s_dy_c + offs_tt[None, :] * s_dy_t
     y_offs = offs_co[:, None] * s_y_c + offs_tt[None, :] * s_y_t
+    if GATED_GRAD:  # row o of z is a (o < GATE_ROWS) or b of output channel h; both read dy[h], a[h], b[h]
+        first_half = offs_co < GATE_ROWS
+        h = tl.where(first_half, offs_co, offs_co - GATE_ROWS)
+        dy_offs = h[:, None] * s_dy_c + offs_tt[None, :] * s_dy_t
+        a_offs = h[:, None] * s_y_c + offs_tt[None, :] * s_y_t
     g_offs = offs_co[:, None] * L + offs_tt[None, :]  # g is allocated contiguous (B, C_OUT, L)
     x_offs = offs_tt[:, None] * s_x_t + offs_ci[None, :] * s_x_c  # x read transposed: (t, i)
 
@@ -449,12 +521,34 @@ def causal_conv1d_weight_grad_kernel(
         if GATE_BY_RELU:
             y = tl.load(y_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
             g = tl.where(y > 0, g, tl.zeros_like(g))
+        if GATED_GRAD:
+            a = tl.load(y_ptr + b64 * s_y_b + t0 * s_y_t + a_offs, mask=mask_g, other=0.0).to(acc.dtype)
+            gb = tl.load(y_ptr + b64 * s_y_b + t0 * s_y_t + GATE_ROWS * s_y_c + a_offs, mask=mask_g,
+                         other=0.0).to(acc.dtype)
+            g = _gate_grad(g.to(acc.dtype), a, gb, first_half, GATED_GRAD).to(dy_ptr.dtype.element_ty)
+        if GATE_ACTIVATION != 0:  # y is what the forward kept: the output or the pre-activation
+            v = tl.load(y_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
+            g = _activation_grad(g.to(acc.dtype), v.to(acc.dtype), GATE_ACTIVATION, ACT_P0,
+                                 ACT_P1).to(dy_ptr.dtype.element_ty)
         g = _operand(g, UPCAST)
         if WRITE_DS:
             ds = g
-        if GATE2:
+        if GATE2 == 1:
             gate2 = tl.load(gate2_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
             g = tl.where(gate2 > 0, g * GATE2_SCALE, tl.zeros_like(g))
+        elif GATE2 == 2:  # conv2's activation and dropout: out2 = keep * GATE2_SCALE * act(z2)
+            g2 = g.to(acc.dtype)
+            if GATE2_ACTIVATION != 0:
+                gate2 = tl.load(gate2_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0).to(acc.dtype)
+                if not GATE2_FROM_INPUT:
+                    gate2 = gate2 * (1.0 / GATE2_SCALE)
+                g2 = _activation_grad(g2, gate2, GATE2_ACTIVATION, ACT_P0, ACT_P1)
+            g2 = g2 * GATE2_SCALE
+            if GATE2_DROPOUT:
+                keep = _dropout_keep(seed_ptr, SEED_INDEX, b64 * C_OUT + offs_co, t0, L, BLOCK_T, DROP_CHANNEL,
+                                     DROP_THRESHOLD)
+                g2 = tl.where(keep, g2, tl.zeros_like(g2))
+            g = g2.to(g.dtype)
         mask_x = (offs_tt >= shift - t0) & mask_t
         if SHIFTED:
             mask_x = mask_x & (offs_tt < L + shift - t0)

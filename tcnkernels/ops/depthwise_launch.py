@@ -1,0 +1,128 @@
+"""Launchers of the depthwise kernels (groups == C_in == C_out): forward, input gradient, weight gradient.
+
+The weight (C, 1, K) is read as it is (no layout kernel: it is C*K numbers). The weight gradient's
+partials have the dense kernel's layout, so the same finalize sums them in order. Plans are cached
+per (spec, shapes, strides, dtype, device), as in conv_launch.
+"""
+from typing import Optional
+
+import torch
+import triton
+
+from . import launching
+from .launching import alignment, needs_int64, new_output, new_output_as, plan_cache, shift_unit
+from .specs import ConvSpec, Epilogue
+from .triton.depthwise_kernels import depthwise_conv1d_kernel, depthwise_weight_grad_kernel
+from .weight_launch import finalize_weight_grads
+
+MAX_UNROLLED_TAPS = 8
+ELEMENTS = 1024  # per program
+
+
+def _tiles(C, L, channel_last, small=False):
+    """(BLOCK_C, BLOCK_T, num_warps): 1024 elements a program, 8 a thread at 4 warps, 16-byte vectors
+    along the contiguous dimension (time for channel-first tensors, channels for channel-last). 4096
+    elements spilled 150 bytes to 3 KB per thread with 8 unrolled taps at ALIGN 1 (sm_90). `small`
+    (ALIGN 1, where every element has its own address, or fp64): 512, else 56 to 208 bytes."""
+    elements = ELEMENTS // 2 if small else ELEMENTS
+    if channel_last:
+        block_c = min(128, max(16, triton.next_power_of_2(C)))
+        block_t = min(max(elements // block_c, 8), triton.next_power_of_2(L))
+    else:
+        block_t = min(128, max(16, triton.next_power_of_2(L)))
+        block_c = min(max(elements // block_t, 1), triton.next_power_of_2(C))
+    return block_c, block_t, 4
+
+
+@plan_cache
+def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out_stride, w_stride, bias_stride,
+          pre_stride, slope_stride, dtype, device):
+    B, C, L = shape
+    K = spec.kernel_size
+    dilation = shift_unit(K, spec.dilation)
+    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
+    block_c, block_t, warps = _tiles(C, L, in_stride[1] == 1 and C > 1 and in_stride[2] != 1,
+                                     align == 1 or dtype == torch.float64)
+    n_c, n_t = triton.cdiv(C, block_c), triton.cdiv(L, block_t)
+    pre_stride = pre_stride or (0, 0, 0)
+    if needs_int64(((C, L), in_stride[1:]), ((C, L), out_stride[1:])):
+        raise ValueError("a depthwise conv row of 2^31 elements or more is not supported")
+    static = dict(
+        C=C, L=L, DILATION=dilation, PAD_RIGHT=spec.pad_right,
+        s_in_b=in_stride[0], s_in_c=in_stride[1], s_in_t=in_stride[2],
+        s_w_c=w_stride[0], s_w_k=w_stride[2], s_bias=bias_stride or 0, s_slope=slope_stride or 0,
+        s_out_b=out_stride[0], s_out_c=out_stride[1], s_out_t=out_stride[2],
+        s_pre_b=pre_stride[0], s_pre_c=pre_stride[1], s_pre_t=pre_stride[2],
+        N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, K=K, UNROLL=K <= MAX_UNROLLED_TAPS, ANTI_CAUSAL=anti_causal,
+        HAS_BIAS=bias_stride is not None, ACTIVATION=epilogue.activation, ACT_P0=epilogue.act_params[0],
+        ACT_P1=epilogue.act_params[1], STORE_PRE=epilogue.store_pre, ACC_FP64=dtype == torch.float64,
+        ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
+    return (B * n_c * n_t,), static
+
+
+def _launch(inp, w, bias, out, pre, slope, spec, epilogue, anti_causal):
+    grid, static = _plan(spec, epilogue, anti_causal, inp.shape, inp.stride(), out.stride(), w.stride(),
+                         None if bias is None else bias.stride(0), None if pre is None else pre.stride(),
+                         None if slope is None else (slope.stride(0) if slope.numel() > 1 else 0), inp.dtype,
+                         inp.device)
+    launching.launch(depthwise_conv1d_kernel, grid, inp, {
+        "in_ptr": inp, "w_ptr": w, "bias_ptr": bias, "out_ptr": out, "pre_ptr": pre, "slope_ptr": slope}, static)
+
+
+def depthwise_forward(x, weight, bias=None, *, spec: ConvSpec, epilogue: Optional[Epilogue] = None, slope=None):
+    """y = act(depthwise conv(x, weight) + bias), in x's layout; weight (C, 1, K). Returns y, or
+    (y, pre-activation) when the epilogue stores it."""
+    if epilogue is None:
+        epilogue = spec.epilogue()
+    y = new_output_as(x, x.shape)
+    pre = new_output_as(x, x.shape) if epilogue.store_pre else None
+    if x.numel():
+        _launch(x, weight, bias, y, pre, slope, spec, epilogue, False)
+    return (y, pre) if pre is not None else y
+
+
+_PLAIN = Epilogue()
+
+
+def depthwise_input_grad(g, weight, *, spec: ConvSpec):
+    """dx[b, c, t] = sum_k w[c, k] g[b, c, t + shift_k]: the forward kernel with taps read ahead."""
+    dx = new_output_as(g, g.shape)
+    if g.numel():
+        _launch(g, weight, None, dx, None, None, spec, _PLAIN, True)
+    return dx
+
+
+@plan_cache
+def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device):
+    B, C, L = shape
+    K = spec.kernel_size
+    dilation = shift_unit(K, spec.dilation)
+    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *x_stride[:2], *g_stride[:2])
+    block_c, block_t, warps = _tiles(C, L, x_stride[1] == 1 and C > 1 and x_stride[2] != 1,
+                                     align == 1 or dtype == torch.float64)
+    n_c, n_t = triton.cdiv(C, block_c), triton.cdiv(L, block_t)
+    target = launching.target_of(device)
+    resident = target.sm_count * 4 if target.gpu else 4
+    n_chunks = max(1, min(B * n_t, resident // n_c))
+    static = dict(
+        B=B, C=C, L=L, DILATION=dilation, PAD_RIGHT=spec.pad_right,
+        s_x_b=x_stride[0], s_x_c=x_stride[1], s_x_t=x_stride[2],
+        s_g_b=g_stride[0], s_g_c=g_stride[1], s_g_t=g_stride[2],
+        N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, N_CHUNKS=n_chunks, K=K, K_POW2=triton.next_power_of_2(K),
+        ACC_FP64=dtype == torch.float64, ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
+    return (n_chunks * n_c,), static, n_chunks, torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def depthwise_weight_grad(g, x, weight, *, spec: ConvSpec):
+    """(dw, db) of the depthwise conv whose input is x, for the output gradient g (already through
+    the activation's derivative): per-chunk partials, then the finalize, two launches."""
+    B, C, L = x.shape
+    grid, static, n_chunks, acc_dtype = _weight_grad_plan(spec, x.shape, x.stride(), g.stride(), x.dtype, x.device)
+    partial = new_output(x, (n_chunks, C * (spec.kernel_size + 1)), dtype=acc_dtype)
+    if x.numel():
+        launching.launch(depthwise_weight_grad_kernel, grid, x, {"x_ptr": x, "g_ptr": g, "partial_ptr": partial},
+                         static)
+    else:
+        partial.zero_()
+    dw, _, db = finalize_weight_grads([(partial, n_chunks, weight, None)])[0]
+    return dw, db
