@@ -48,13 +48,13 @@ def _variants(out):
     import json
 
     from tools.static_profile import variants
-    rows, dw_rows = variants.variant_rows(), variants.depthwise_rows()
+    rows, dw_rows, layout = variants.variant_rows(), variants.depthwise_rows(), variants.layout_rows()
     env = sp.environment()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sass-sm90-variants.json").write_text(json.dumps(dict(environment=env, rows=rows, depthwise=dw_rows),
-                                                            indent=1))
-    (out / "sass-sm90-variants.md").write_text(variants.render_markdown(rows, dw_rows, env))
+    (out / "sass-sm90-variants.json").write_text(json.dumps(dict(environment=env, rows=rows, depthwise=dw_rows,
+                                                                 layouts=layout), indent=1))
+    (out / "sass-sm90-variants.md").write_text(variants.render_markdown(rows, dw_rows, env, layout))
     print(f"wrote {out / 'sass-sm90-variants.md'}")
     broken = variants.violations(rows, dw_rows)
     for v in broken:

@@ -316,7 +316,9 @@ def temporal_block(x: Tensor, v1: Tensor, g1: Optional[Tensor], b1: Optional[Ten
         seeds = draw_dropout_seeds(2, x.device)
     x = cast[0]
     backend = select_backend(x.device)
-    if backend == "triton" and not torch.compiler.is_compiling():
+    # (fp64 GELU: the separate ops, whose backward takes GELU's derivative in a pass of its own; see
+    # Activation.derivative_in_kernel)
+    if backend == "triton" and not torch.compiler.is_compiling() and act.derivative_in_kernel(x.dtype):
         # The fused block: weight norm and the autocast dtype are handled by its weight kernel; the
         # parameters go in as they are, so their gradients come out in their own dtype.
         inputs = tuple.__new__(BlockInputs, (x, v1, g1, b1, v2, g2, b2, wd, bd, seeds if drop else None))

@@ -73,16 +73,21 @@ def test_block_option_matches_torch_nn(activation, final, conv2, padding, n_in):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def _on_both_backends(block, x, seeds):
+    """The block's output on the triton backend and on the torch path, with the same dropout seeds."""
+    with tcnkernels.use_backend("triton"):
+        y = block(x, seeds)
+    with tcnkernels.use_backend("torch"):
+        return y, block(x, seeds)
+
+
 def test_block_with_weight_norm_and_dropout_matches_the_torch_path():
     block = tcnkernels.TemporalBlock(3, 5, 2, stride=1, dilation=4, padding="same", dropout=0.3,
                                      activation=nn.GELU(), final_activation=False).train()
     x = torch.randn(2, 3, 30, requires_grad=True)
-    seeds = torch.tensor([11, 12])
-    with tcnkernels.use_backend("triton"):
-        y = block(x, seeds)
-    with tcnkernels.use_backend("torch"):
-        y_ref = block(x, seeds)
+    y, y_ref = _on_both_backends(block, x, torch.tensor([11, 12]))
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    # y.sum(): a stride-0 output gradient
     g = torch.autograd.grad(y.sum(), [x, block.conv1.weight_v])
     g_ref = torch.autograd.grad(y_ref.sum(), [x, block.conv1.weight_v])
     for a, b in zip(g, g_ref):
@@ -160,12 +165,7 @@ def _fused_against_torch_path(activation, final, conv2, p, recompute, padding, c
                                      recompute=recompute).train().double()
     x = torch.randn(2, 31, n_in, dtype=torch.float64).transpose(1, 2) if channel_last else \
         torch.randn(2, n_in, 31, dtype=torch.float64)
-    x.requires_grad_(True)
-    seeds = torch.tensor([5, 6])
-    with tcnkernels.use_backend("triton"):
-        y = block(x, seeds)
-    with tcnkernels.use_backend("torch"):
-        y_ref = block(x, seeds)
+    y, y_ref = _on_both_backends(block, x.requires_grad_(True), torch.tensor([5, 6]))
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(y_ref)
     leaves = [x] + [t for t in block.parameters()]

@@ -77,14 +77,29 @@ def test_static_profile_budgets(config):
     """Per-output instruction budgets (TF32), no spills, bf16 pipelined, 16-byte loads where aligned:
     checked on the sm_90 binaries of a whole-network forward + backward. Budgets were measured with one
     Triton version; under another the profile still runs but only reports."""
-    code = ("import json; from tools.static_profile import profile as sp; "
-            f"rows = [r for p in ('tf32', 'bf16') for r in sp.profile_config({config!r}, p, 90)]; "
-            "print(json.dumps(sp.violations(rows)))")
+    _assert_budgets("import json; from tools.static_profile import profile as sp; "
+                    f"rows = [r for p in ('tf32', 'bf16') for r in sp.profile_config({config!r}, p, 90)]; "
+                    "print(json.dumps(sp.violations(rows)))", timeout=1200)
+
+
+def _assert_budgets(code, timeout):
+    """Run `code` (which prints the JSON list of broken budgets last) in a compiled-kernel process."""
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_compiled_env(), capture_output=True,
-                          text=True, timeout=1200)
+                          text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     broken = json.loads(proc.stdout.strip().splitlines()[-1])
     if triton.__version__ != static_profile.BUDGET_TRITON:
         pytest.skip(f"budgets were measured with triton {static_profile.BUDGET_TRITON}, this is {triton.__version__}; "
                     f"the profile reports: {broken or 'every budget holds'}")
     assert not broken, "\n".join(broken)
+
+
+@pytest.mark.parametrize("part", ["activations", "depthwise"])
+def test_variant_budgets(part):
+    """The general op's variants (tools/static_profile/variants.py): every activation's epilogue
+    within 2.5 warp-instructions per output of the plain conv (gated units within 4) on the seq-MNIST
+    and char-PTB layers, TF32; the depthwise kernels within 1.5, with 16-byte loads and no spills."""
+    rows = ("v.variant_rows(precisions=('tf32',)), []" if part == "activations"
+            else "[], v.depthwise_rows()")
+    _assert_budgets("import json; from tools.static_profile import variants as v; "
+                    f"rows, dw = {rows}; print(json.dumps(v.violations(rows, dw)))", timeout=2400)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tcnkernels
-from helpers import LaunchRecorder, assert_close_to_reference, guarded
+from helpers import LaunchRecorder, OpRecorder, assert_close_to_reference, guarded
 from tcnkernels.ops.activations import NAMES
 
 ACTIVATIONS = [None, *NAMES]
@@ -237,20 +237,10 @@ def test_temporal_conv1d_module_is_an_nn_conv1d():
 def test_channel_last_input_is_read_without_a_copy():
     x_nlc = torch.randn(2, 40, 8)
     x = x_nlc.transpose(1, 2)
-    with OpCounter() as ops, tcnkernels.use_backend("triton"):
+    with OpRecorder() as ops, tcnkernels.use_backend("triton"):
         y = tcnkernels.conv1d(x, torch.randn(8, 8, 3), activation="relu")
     assert "aten.clone.default" not in ops.ops and "aten.contiguous" not in " ".join(ops.ops)
     assert y.stride(1) == 1 and y.shape == (2, 8, 40)
-
-
-class OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def test_registered_op_passes_opcheck():
@@ -275,3 +265,20 @@ def test_compiles_without_graph_breaks(activation):
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, torch.autograd.grad(y_ref.square().sum(), [x, conv.weight, conv.bias])):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_depthwise_half_precision(dtype):
+    check(2, 8, 8, 33, 5, 2, 8, "same", "silu", dtype=dtype)
+
+
+def test_depthwise_gradcheck_fp64():
+    x = torch.randn(2, 4, 11, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 1, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, w, b):
+        with tcnkernels.use_backend("triton"):
+            return tcnkernels.conv1d(x, w, b, 2, 4, "anticausal", "gelu")
+
+    assert torch.autograd.gradcheck(f, (x, w, b))

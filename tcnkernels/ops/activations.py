@@ -53,6 +53,12 @@ class Activation(NamedTuple):
         PReLU, whose slope gradient is a reduction of its own); else a separate pass does."""
         return self.name != "prelu"
 
+    def derivative_in_kernel(self, dtype) -> bool:
+        """Whether the backward kernels apply the derivative for this dtype: every activation but
+        PReLU, except GELU's erf in fp64 (the gradcheck dtype), whose code spills hundreds of bytes
+        inside the weight gradient's loop (sm_80 and sm_90); a separate pass does it there."""
+        return self.weight_grad_gate and not (dtype == torch.float64 and self.name == "gelu")
+
     def kernel_params(self) -> Tuple[float, float]:
         """The kernels' ACT_P0, ACT_P1 constexprs."""
         return (tuple(float(p) for p in self.params) + (0.0, 0.0))[:2]

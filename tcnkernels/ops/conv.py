@@ -95,7 +95,7 @@ def conv_backward(dy, x, kept, slope, spec, needs, weight_grad, input_grad):
     needs_x, needs_w, needs_b, needs_slope = needs
     act = spec.activation
     dx = dw = db = dslope = None
-    if act is not None and not act.weight_grad_gate:
+    if act is not None and not act.derivative_in_kernel(dy.dtype):
         dy, dslope = activation_backward(dy, kept, act, slope, needs_slope)
         kept = None
     g = dy

@@ -33,6 +33,11 @@ from .weight_launch import PreparedWeight, finalize_weight_grads
 GATE_CODES = tuple(CODES[name] for name in GATES)
 
 
+def channel_last(shape, stride):
+    """A (B, C, L) tensor whose channels are contiguous (a transposed (B, L, C) one)."""
+    return stride[1] == 1 and shape[1] > 1 and stride[2] != 1
+
+
 class Residual(NamedTuple):
     """What a block's conv adds at the end of its epilogue: `res` itself, or the 1x1 conv `weight`
     of it (as weight_launch.prepare_weights returns it) plus `bias`."""
@@ -66,8 +71,8 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
     upcast, acc_fp64, precision = dtype_flags(dtype, target, tf32)
     if dropout is not None:
         tiles = dropout_tiles(tiles, residual_gemm)
-        if epilogue.activation > 1:
-            tiles = activation_dropout_tiles(tiles)
+    if (dropout is not None and epilogue.activation > 1) or epilogue.activation == CODES["mish"]:
+        tiles = activation_dropout_tiles(tiles)
     if epilogue.activation in GATE_CODES:
         tiles = gated_tiles(tiles)
     if epilogue.gate_rule is not None:
@@ -126,6 +131,10 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         # precision and alignment
         UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align, ALIGN_OUT=align_out,
         ROW_INT64=needs_int64(*rows),
+        LAST_ALIGN_IN=alignment(dtype.itemsize, in_stride[0], in_stride[2], c_red)
+        if channel_last(in_shape, in_stride) else 1,
+        LAST_ALIGN_OUT=alignment(dtype.itemsize, out_stride[0], out_stride[2])
+        if channel_last((B, c_out, L), out_stride) else 1,
         # tiles
         BLOCK_CO=tiles.BLOCK_CO, BLOCK_CI=tiles.BLOCK_CI, BLOCK_T=tiles.BLOCK_T,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages)

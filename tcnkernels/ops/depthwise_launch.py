@@ -34,16 +34,21 @@ def _tiles(C, L, channel_last, small=False):
     return block_c, block_t, 4
 
 
+def _geometry(spec, shape, in_stride, out_stride, dtype):
+    """(dilation as the kernels take it, ALIGN, tiles (BLOCK_C, BLOCK_T, warps), (channel blocks, time blocks))."""
+    B, C, L = shape
+    dilation = shift_unit(spec.kernel_size, spec.dilation)
+    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
+    tiles = _tiles(C, L, in_stride[1] == 1 and C > 1 and in_stride[2] != 1, align == 1 or dtype == torch.float64)
+    return dilation, align, tiles, (triton.cdiv(C, tiles[0]), triton.cdiv(L, tiles[1]))
+
+
 @plan_cache
 def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out_stride, w_stride, bias_stride,
           pre_stride, slope_stride, dtype, device):
     B, C, L = shape
     K = spec.kernel_size
-    dilation = shift_unit(K, spec.dilation)
-    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
-    block_c, block_t, warps = _tiles(C, L, in_stride[1] == 1 and C > 1 and in_stride[2] != 1,
-                                     align == 1 or dtype == torch.float64)
-    n_c, n_t = triton.cdiv(C, block_c), triton.cdiv(L, block_t)
+    dilation, align, (block_c, block_t, warps), (n_c, n_t) = _geometry(spec, shape, in_stride, out_stride, dtype)
     pre_stride = pre_stride or (0, 0, 0)
     if needs_int64(((C, L), in_stride[1:]), ((C, L), out_stride[1:])):
         raise ValueError("a depthwise conv row of 2^31 elements or more is not supported")
@@ -96,11 +101,7 @@ def depthwise_input_grad(g, weight, *, spec: ConvSpec):
 def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device):
     B, C, L = shape
     K = spec.kernel_size
-    dilation = shift_unit(K, spec.dilation)
-    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *x_stride[:2], *g_stride[:2])
-    block_c, block_t, warps = _tiles(C, L, x_stride[1] == 1 and C > 1 and x_stride[2] != 1,
-                                     align == 1 or dtype == torch.float64)
-    n_c, n_t = triton.cdiv(C, block_c), triton.cdiv(L, block_t)
+    dilation, align, (block_c, block_t, warps), (n_c, n_t) = _geometry(spec, shape, x_stride, g_stride, dtype)
     target = launching.target_of(device)
     resident = target.sm_count * 4 if target.gpu else 4
     n_chunks = max(1, min(B * n_t, resident // n_c))

@@ -66,6 +66,30 @@ def variant_rows(configs=VARIANT_CONFIGS, precisions=("tf32", "bf16"), arch=90):
     return rows
 
 
+def layout_rows(configs=VARIANT_CONFIGS, precisions=("tf32", "bf16"), arch=90):
+    """The plain conv (bias + ReLU) of the full-width layers on channel-first and channel-last
+    inputs: per-output count, loop load widths and MMA kinds of the forward and input gradient."""
+    rows = []
+    for config in configs:
+        B, _, channels, K, L = PROFILE_CONFIGS[config]
+        width = max(channels)
+        for precision in precisions:
+            for channel_last in (False, True):
+                dilation = 2 ** (len(channels) - 1)  # aligned shifts: what the layout alone changes
+                for launch in op_launches(width, width, L, K, dilation, precision, arch, activation="relu",
+                                          channel_last=channel_last, batch=B):
+                    if launch.kernel.fn.__name__ != "causal_conv1d_kernel":
+                        continue
+                    role, binary, per_output = _per_output(launch, arch)
+                    rows.append(dict(config=config, precision=precision, role=role,
+                                     layout="channel-last" if channel_last else "channel-first",
+                                     layer=f"{width}->{width} K={K}", dilation=dilation,
+                                     per_output=round(per_output, 2), mma=",".join(binary.mma) or "-",
+                                     loads="/".join(map(str, binary.loop_load_bytes)) or "-",
+                                     spills=binary.spill_store_bytes + binary.spill_load_bytes))
+    return rows
+
+
 def depthwise_rows(precisions=("ieee", "bf16"), arch=90):
     """The depthwise kernels (forward with PReLU, input gradient, weight gradient): warp-instructions
     per output, loop load widths, spills, and modelled DRAM bytes per output against the
@@ -132,7 +156,20 @@ def violations(rows, dw_rows):
     return out
 
 
-def render_markdown(rows, dw_rows, env):
+def render_layouts(layout):
+    lines = ["", "## Channel-last inputs", "",
+             "The plain conv (bias + ReLU) of the same layers on a channel-first `(B, C, L)` input and on a "
+             "channel-last view (`x.transpose(1, 2)` of a `(B, L, C)` tensor), widest dilation. `loads`: the "
+             "global load widths in the loop (bytes).", "",
+             "| config | precision | layout | kernel | instr/out | MMA | loop loads (B) | spills |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in layout:
+        lines.append(f"| {r['config']} | {r['precision']} | {r['layout']} | {r['role']} | {r['per_output']:.2f} | "
+                     f"{r['mma']} | {r['loads']} | {r['spills']} |")
+    return lines
+
+
+def render_markdown(rows, dw_rows, env, layout=()):
     lines = ["# Static profile of the general op's variants (sm_90): counted, not timed", "",
              f"{env['date']}, triton {env['triton']}, torch {env['torch']}, commit {env['commit']}.", "",
              "Warp-instructions per output of the binaries `tcnkernels.conv1d` launches for a forward + backward "
@@ -158,6 +195,7 @@ def render_markdown(rows, dw_rows, env):
         lines.append(f"| {r['layer']} | {r['L']} | {r['precision']} | {r['layout']} | {r['role']} | {r['dilation']} | "
                      f"{r['per_output']:.2f} | {r['registers']} | {r['spills']} | {r['loads']} | "
                      f"{r['dram_per_output'] if r['dram_per_output'] is not None else '-'} | {r['compulsory']} |")
+    lines += render_layouts(layout)
     broken = violations(rows, dw_rows)
     lines += ["", "## Budgets", ""] + ([f"- {v}" for v in broken] or ["Every variant budget holds."])
     return "\n".join(lines) + "\n"

@@ -220,6 +220,8 @@ def causal_conv1d_kernel(
     ALIGN: tl.constexpr,
     ALIGN_OUT: tl.constexpr,
     ROW_INT64: tl.constexpr,
+    LAST_ALIGN_IN: tl.constexpr,     # a channel-last input (s_in_c == 1): its time and batch strides' and
+    LAST_ALIGN_OUT: tl.constexpr,    # channel count's ALIGN (tiles load, store 16 bytes along channels); 1: none
     # Tiles
     BLOCK_CO: tl.constexpr,
     BLOCK_CI: tl.constexpr,
@@ -255,6 +257,13 @@ def causal_conv1d_kernel(
     DILATION = _aligned(DILATION, ALIGN)
     s_in_c = _aligned(s_in_c, ALIGN)
     s_out_c = _aligned(s_out_c, ALIGN_OUT)
+    if LAST_ALIGN_IN > 1:  # (and the channel count, which bounds the masks along channels)
+        s_in_t = _aligned(s_in_t, LAST_ALIGN_IN)
+        s_in_b = _aligned(s_in_b, LAST_ALIGN_IN)
+        C_IN = _aligned(C_IN, LAST_ALIGN_IN)
+    if LAST_ALIGN_OUT > 1:
+        s_out_t = _aligned(s_out_t, LAST_ALIGN_OUT)
+        s_out_b = _aligned(s_out_b, LAST_ALIGN_OUT)
     if SHIFTED:
         PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
 
@@ -293,6 +302,8 @@ def causal_conv1d_kernel(
         shift = (K - 1 - k) * DILATION
         if SHIFTED:
             shift -= PAD_RIGHT  # may go negative: the tap reads ahead
+        if LAST_ALIGN_IN > 1:  # channels are contiguous: their block offset's divisibility, for the compiler
+            ci0 = ci0 // BLOCK_CI * BLOCK_CI
         if ANTI_CAUSAL:
             x_ptrs = in_row + (ci0 * s_in_c + shift * s_in_t) + x_offs
             if SHIFTED:
