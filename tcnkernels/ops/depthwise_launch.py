@@ -19,7 +19,7 @@ MAX_UNROLLED_TAPS = 8
 ELEMENTS = 1024  # per program
 
 
-def _tiles(C, L, channel_last, small=False):
+def _tiles(C, L, channel_last, small=False, itemsize=4):
     """(BLOCK_C, BLOCK_T, num_warps): 1024 elements a program, 8 a thread at 4 warps, 16-byte vectors
     along the contiguous dimension (time for channel-first tensors, channels for channel-last). 4096
     elements spilled 150 bytes to 3 KB per thread with 8 unrolled taps at ALIGN 1 (sm_90). `small`
@@ -29,7 +29,7 @@ def _tiles(C, L, channel_last, small=False):
         block_c = min(128, max(16, triton.next_power_of_2(C)))
         block_t = min(max(elements // block_c, 8), triton.next_power_of_2(L))
     else:
-        block_t = min(128, max(16, triton.next_power_of_2(L)))
+        block_t = min(128 * 4 // itemsize, max(16, triton.next_power_of_2(L)))  # 16-byte vectors: 8 16-bit steps
         block_c = min(max(elements // block_t, 1), triton.next_power_of_2(C))
     return block_c, block_t, 4
 
@@ -39,7 +39,8 @@ def _geometry(spec, shape, in_stride, out_stride, dtype):
     B, C, L = shape
     dilation = shift_unit(spec.kernel_size, spec.dilation)
     align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
-    tiles = _tiles(C, L, in_stride[1] == 1 and C > 1 and in_stride[2] != 1, align == 1 or dtype == torch.float64)
+    tiles = _tiles(C, L, in_stride[1] == 1 and C > 1 and in_stride[2] != 1, align == 1 or dtype == torch.float64,
+                   dtype.itemsize)
     return dilation, align, tiles, (triton.cdiv(C, tiles[0]), triton.cdiv(L, tiles[1]))
 
 

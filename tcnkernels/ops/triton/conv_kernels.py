@@ -76,6 +76,16 @@ def _softplus(v, BETA: tl.constexpr, THRESHOLD: tl.constexpr):
 
 
 @triton.jit
+def _mish_tanh(v):
+    # tanh(softplus(v)) = n / (n + 2), n = e^v (e^v + 2): one exponential and one division (rather
+    # than tanh's and softplus' two exponentials, a log and two divisions); 1 where softplus(v) = v
+    # (v > 20, torch's threshold), where n would overflow.
+    e = tl.exp(tl.minimum(v, 20.0))
+    n = e * (e + 2.0)
+    return tl.where(v > 20.0, 1.0, n / (n + 2.0))
+
+
+@triton.jit
 def _activate(acc, ACTIVATION: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr, slope):
     """activations.CODES[name] == ACTIVATION, in the accumulator's dtype, with its parameters P0, P1
     (Activation.kernel_params) and, for PReLU, the slope of each row ((rows,) tensor)."""
@@ -95,7 +105,7 @@ def _activate(acc, ACTIVATION: tl.constexpr, P0: tl.constexpr, P1: tl.constexpr,
     elif ACTIVATION == 7:  # SiLU
         acc = acc * tl.sigmoid(acc)
     elif ACTIVATION == 8:  # Mish: v tanh(softplus(v)), softplus with torch's threshold 20
-        acc = acc * _tanh(_softplus(acc, 1.0, 20.0))
+        acc = acc * _mish_tanh(acc)
     elif ACTIVATION == 9:  # softplus, beta P0, threshold P1
         acc = _softplus(acc, P0, P1)
     elif ACTIVATION == 10:
@@ -129,7 +139,7 @@ def _activation_grad(g, v, ACTIVATION: tl.constexpr, P0: tl.constexpr, P1: tl.co
         s = tl.sigmoid(v)
         g = g * s * (1.0 + v * (1.0 - s))
     elif ACTIVATION == 8:
-        t = _tanh(_softplus(v, 1.0, 20.0))
+        t = _mish_tanh(v)
         g = g * (t + v * (1.0 - t * t) * tl.sigmoid(v))
     elif ACTIVATION == 9:
         g = tl.where(v * P0 > P1, g, g * tl.sigmoid(v * P0))
