@@ -12,13 +12,13 @@ from torch import Tensor
 
 from ._backend import select_backend
 from .ops import triton as triton_kernels
-from .ops.activations import RELU, activate, activation_of
+from .ops.activations import CODES, RELU, activate, activation_of
 from .ops.reference import conv1d_reference, draw_dropout_seeds, temporal_block_reference
 from .ops.specs import DROPOUT_MODES, PADDING_MODES, BlockSpec, ConvSpec
 
 if triton_kernels.IMPORT_ERROR is None:  # without triton only the torch backend exists
     from .ops.block import BlockInputs, TemporalBlockFunction, block_forward
-    from .ops.conv import Conv1dFunction, conv1d_op, forward_launch, spec_args
+    from .ops.conv import Conv1dFunction, conv1d_op, forward_launch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # The specs of the calls seen, so that a repeated call finds its spec (and through it its plans) by a
@@ -47,6 +47,8 @@ def _check_positive_int(name, value):
 
 def padding_of(padding, kernel_size, dilation, name="padding") -> int:
     """The right padding of a padding mode or (left, right) pair; the total is (K-1)*dilation."""
+    if padding == "causal":  # (the common case first: a call's host time counts on small TCNs)
+        return 0
     total = (kernel_size - 1) * dilation
     if isinstance(padding, str):
         if padding not in PADDING_MODES:
@@ -177,10 +179,12 @@ def _conv1d(x, weight, bias, dilation, groups, pad_right, act, slope):
     if act is not None and act.gated and groups > 1:
         # the gate pairs channels of different groups: the conv fused, the gate one elementwise op
         return activate(_conv1d(x, weight, bias, dilation, groups, pad_right, None, None), act)
+    if torch.compiler.is_compiling():  # the registered op: an opaque node in the compiled graph
+        p0, p1 = act.kernel_params() if act is not None else (0.0, 0.0)
+        return conv1d_op(x, weight, bias, slope, dilation, groups, pad_right, CODES[None if act is None else act.name],
+                         p0, p1)[0]
     spec = _conv_spec(weight.shape[2], dilation, act, groups, pad_right,
                       1 < groups == x.shape[1] == weight.shape[0])  # depthwise
-    if torch.compiler.is_compiling():  # the registered op: an opaque node in the compiled graph
-        return conv1d_op(x, weight, bias, slope, *spec_args(spec))[0]
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)
                                     or (slope is not None and slope.requires_grad)):

@@ -75,6 +75,9 @@ _MODULES = {nn.ReLU: lambda m: ("relu", ()), nn.LeakyReLU: lambda m: ("leaky_rel
             nn.Tanh: lambda m: ("tanh", ()), nn.Sigmoid: lambda m: ("sigmoid", ()), nn.PReLU: lambda m: ("prelu", ())}
 
 
+_BY_NAME = {n: Activation(n, _DEFAULTS.get(n, ())) for n in NAMES}
+
+
 def known_activations() -> str:
     return ", ".join(repr(n) for n in NAMES) + ", or an nn.ReLU/LeakyReLU/ELU/SELU/GELU/SiLU/Mish/Softplus/" \
         "Tanh/Sigmoid/PReLU/GLU(dim=1) instance"
@@ -87,9 +90,10 @@ def activation_of(value, name="activation") -> Tuple[Optional[Activation], Optio
     if isinstance(value, Activation):
         return value, None
     if isinstance(value, str):
-        if value not in NAMES:
+        act = _BY_NAME.get(value)
+        if act is None:
             raise ValueError(f"{name} must be None, one of {known_activations()}; got {value!r}")
-        return Activation(value, _DEFAULTS.get(value, ())), None
+        return act, None
     if isinstance(value, nn.GELU):
         if value.approximate not in ("none", "tanh"):
             raise ValueError(f"{name}: nn.GELU(approximate={value.approximate!r}) is not supported")

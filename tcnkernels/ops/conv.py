@@ -200,13 +200,16 @@ def conv1d_weight_grad_op(dy: torch.Tensor, x: torch.Tensor, kept: Optional[torc
 
 @conv1d_weight_grad_op.register_fake
 def _(dy, x, kept, weight, dilation, groups, pad_right, activation, p0, p1, write_g):
-    g = dy.new_empty(dy.shape if write_g else (0,))
+    # g has the conv's C_out channels (a gated unit's dy has half of them)
+    g = dy.new_empty((dy.shape[0], weight.shape[0], dy.shape[2]) if write_g else (0,))
     return weight.new_empty(weight.shape), weight.new_empty((weight.shape[0],)), g
 
 
 def _setup_context(ctx, inputs, output):
     x, weight, bias, slope, *args = inputs
-    spec = spec_from_args(weight, *args)
+    # the backward reads the spec's activation and scalars (the registered grad ops derive the rest
+    # from their tensors); the kernel size may be symbolic here, and is not needed
+    spec = _spec(1, *args)
     y, pre = output
     ctx.save_for_backward(x, weight, _kept(spec, y, pre), slope)
     ctx.spec = spec

@@ -174,11 +174,10 @@ def conv_forward(x, weight: PreparedWeight, bias=None, *, spec: ConvSpec, epilog
     if epilogue is None:
         epilogue = spec.epilogue()
     c_y = c_out // 2 if epilogue.activation in GATE_CODES else c_out
-    like = x.new_empty(0) if contiguous else x  # `contiguous`: the outputs (B, C, L)-contiguous whatever x is
-    y = new_output_as(like, (B, c_y, L))
-    pre = new_output_as(like, (B, c_out, L)) if branch else None
-    kept = new_output_as(like, (B, c_y if epilogue.final_pre else c_out, L)) \
-        if epilogue.store_pre or epilogue.final_pre else None
+    alloc = new_output if contiguous else new_output_as  # `contiguous`: (B, C, L)-contiguous whatever x is
+    y = alloc(x, (B, c_y, L))
+    pre = alloc(x, (B, c_out, L)) if branch else None
+    kept = alloc(x, (B, c_y if epilogue.final_pre else c_out, L)) if epilogue.store_pre or epilogue.final_pre else None
     if B * L > 0:
         res = res_weight = res_bias = wr_layout = None
         if residual is not None:

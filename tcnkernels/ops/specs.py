@@ -6,6 +6,7 @@ keyword, and the launch plans are cached on it. Specs are NamedTuples: immutable
 lookup costs one dict probe per call, measured in benchmarks/host_overhead.py) and readable when
 printed. An option of an op is one field here and one branch where the kernels read it.
 """
+import functools
 from typing import NamedTuple, Optional, Tuple
 
 from .activations import RELU, Activation
@@ -26,10 +27,8 @@ class ConvSpec(NamedTuple):
     depthwise: bool = False  # groups == C_in == C_out > 1: the depthwise kernels (memory-bound, no GEMM)
 
     def epilogue(self) -> "Epilogue":
-        act = self.activation
-        if act is None:
-            return PLAIN
-        return Epilogue(activation=act.code, act_params=act.kernel_params(), store_pre=not act.from_output)
+        """The conv's own epilogue: its activation (storing the pre-activation where the derivative needs it)."""
+        return _conv_epilogue(self.activation)
 
     @property
     def pad_left(self) -> int:
@@ -109,3 +108,11 @@ class BlockSpec(NamedTuple):
         on = self.training
         return (Dropout(p1, self.dropout_mode, 0) if on and p1 > 0 else None,
                 Dropout(p2, self.dropout_mode, 1) if on and p2 > 0 else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _conv_epilogue(act: Optional[Activation]) -> Epilogue:
+    # cached: every call of the op asks for it
+    if act is None:
+        return PLAIN
+    return Epilogue(activation=act.code, act_params=act.kernel_params(), store_pre=not act.from_output)
