@@ -68,10 +68,11 @@ class LaunchRecorder:
     """Records the name of every Triton kernel launched inside the `with` block (they still run)."""
 
     def __enter__(self):
-        self.launches, self._launch = [], launching.launch
+        self.launches, self.statics, self._launch = [], [], launching.launch
 
         def record(kernel, grid, device_of, tensors, static):
             self.launches.append(kernel.fn.__name__)
+            self.statics.append(static)
             return self._launch(kernel, grid, device_of, tensors, static)
 
         launching.launch = record

@@ -47,12 +47,13 @@ def _layout(t, channel_last):
 
 
 def check(B, C_in, C_out, L, K, dilation, groups, padding, activation, dtype=torch.float32, channel_last=False,
-          bias=True):
+          bias=True, guard=3):
     """The fused op against the fp64 oracle: y, dx, dw, db (and PReLU's dweight), each within the
-    tolerance rule (2x PyTorch's own error in the same dtype)."""
+    tolerance rule (2x PyTorch's own error in the same dtype). A channel-first x lives inside a NaN
+    buffer `guard` elements wider on every side."""
     act_module = activation.to(torch.float32) if isinstance(activation, nn.PReLU) else activation
     x = _layout(torch.randn(B, C_in, L), channel_last).to(dtype)
-    x = guarded(x) if not channel_last else x
+    x = guarded(x, guard) if not channel_last else x
     w = (torch.randn(C_out, C_in // groups, K) / (C_in // groups * K) ** 0.5).to(dtype)
     b = (torch.randn(C_out) * 0.5).to(dtype) if bias else None
     leaves = [t.requires_grad_(True) for t in (x, w, b) if t is not None]
@@ -183,6 +184,22 @@ def test_depthwise_and_grouped_convs_launch_their_kernels():
 @pytest.mark.parametrize("channel_last", [False, True], ids=["ncl", "nlc"])
 def test_depthwise_taps_unrolled_and_looped(K, channel_last):
     check(2, 12, 12, 45, K, 3, 12, "same", nn.PReLU(12), channel_last=channel_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("K, dilation, padding", [(8, 1, "causal"), (3, 2, "same"), (4, 3, "anticausal"),
+                                                  (3, 2, "pair")])
+def test_depthwise_window_path(dtype, K, dilation, padding):
+    """Channel-first rows aligned to 16 bytes at dilations below a vector: every tap's operand comes
+    from the lanes of the aligned blocks (forward, input gradient, weight gradient). The NaN guard is
+    8 elements wide, so that the rows stay aligned and a read past a row's edge still shows. (PReLU's
+    slope gradient, one bf16 number per channel, is checked in fp32: in bf16 its rounding alone can
+    exceed the tolerance rule's bound.)"""
+    activation = nn.PReLU(6) if dtype == torch.float32 else "gelu_tanh"
+    with LaunchRecorder() as rec:
+        check(2, 6, 6, 48, K, dilation, 6, padding, activation, dtype=dtype, guard=8)
+    windows = [static.get("WINDOW", 0) for name, static in zip(rec.launches, rec.statics) if "depthwise" in name]
+    assert windows == [16 // dtype.itemsize] * 3, windows
 
 
 def test_gated_units_halve_the_channels():

@@ -71,7 +71,7 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
     upcast, acc_fp64, precision = dtype_flags(dtype, target, tf32)
     if dropout is not None:
         tiles = dropout_tiles(tiles, residual_gemm)
-    if (dropout is not None and epilogue.activation > 1) or epilogue.activation == CODES["mish"]:
+    if dropout is not None and epilogue.activation > 1:
         tiles = activation_dropout_tiles(tiles)
     if epilogue.activation in GATE_CODES:
         tiles = gated_tiles(tiles)

@@ -16,15 +16,19 @@ from .triton.depthwise_kernels import depthwise_conv1d_kernel, depthwise_weight_
 from .weight_launch import finalize_weight_grads
 
 MAX_UNROLLED_TAPS = 8
-ELEMENTS = 1024  # per program
+ELEMENTS = 2048  # per program where vectors line up; SCALAR_ELEMENTS where each element has its own address
+SCALAR_ELEMENTS = 512
 
 
-def _tiles(C, L, channel_last, small=False, itemsize=4):
-    """(BLOCK_C, BLOCK_T, num_warps): 1024 elements a program, 8 a thread at 4 warps, 16-byte vectors
-    along the contiguous dimension (time for channel-first tensors, channels for channel-last). 4096
-    elements spilled 150 bytes to 3 KB per thread with 8 unrolled taps at ALIGN 1 (sm_90). `small`
-    (ALIGN 1, where every element has its own address, or fp64): 512, else 56 to 208 bytes."""
-    elements = ELEMENTS // 2 if small else ELEMENTS
+def _tiles(C, L, channel_last, scalar=False, itemsize=4, reduction=False):
+    """(BLOCK_C, BLOCK_T, num_warps): 16 elements a thread at 4 warps, in 16-byte vectors along the
+    contiguous dimension (time for channel-first tensors, channels for channel-last): the per-program
+    index and mask work is then under a warp-instruction per output (1024 elements: 1.7 to 2.0 with
+    8 taps channel-last, sm_90), at 150 to 170 registers with 8 unrolled taps and no spills.
+    `scalar` (every element its own address, or fp64): 512 elements; 1024 spilled 56 to 208 bytes
+    with 8 unrolled taps, 4096 up to 3 KB. The weight gradient's channel-last tiles (`reduction`)
+    hold 1024: at 2048 ptxas parks 8 to 16 bytes per thread after its loop (K = 8 and 11, sm_80/90)."""
+    elements = SCALAR_ELEMENTS if scalar else ELEMENTS // 2 if reduction and channel_last else ELEMENTS
     if channel_last:
         block_c = min(128, max(16, triton.next_power_of_2(C)))
         block_t = min(max(elements // block_c, 8), triton.next_power_of_2(L))
@@ -34,14 +38,43 @@ def _tiles(C, L, channel_last, small=False, itemsize=4):
     return block_c, block_t, 4
 
 
-def _geometry(spec, shape, in_stride, out_stride, dtype):
-    """(dilation as the kernels take it, ALIGN, tiles (BLOCK_C, BLOCK_T, warps), (channel blocks, time blocks))."""
+MAX_WINDOW_BLOCKS = 4  # aligned blocks the window path's taps may span (registers: one tile each)
+
+
+def _window(spec, shape, in_stride, out_stride, dtype, dilation):
+    """The window path's vector (elements), or 0: channel-first rows aligned to 16 bytes whose shifts
+    are not (dilation or right padding not a multiple of the vector), K unrolled, and taps that span
+    at most MAX_WINDOW_BLOCKS aligned blocks."""
+    vector = 16 // dtype.itemsize
+    K, pad = spec.kernel_size, spec.pad_right
+    if (dtype == torch.float64 or K > MAX_UNROLLED_TAPS or in_stride[2] != 1 or out_stride[2] != 1
+            or alignment(dtype.itemsize, shape[2], *in_stride[:2], *out_stride[:2]) < vector
+            or alignment(dtype.itemsize, dilation, pad) == vector):
+        return 0
+    for sign in (1, -1):  # the forward's shifts, and the input gradient's (their negation)
+        shifts = (sign * ((K - 1) * dilation - pad), -sign * pad)
+        if (vector - 1 - min(shifts)) // vector - (-max(shifts) // vector) + 1 > MAX_WINDOW_BLOCKS:
+            return 0
+    return vector
+
+
+def _geometry(spec, shape, in_stride, out_stride, dtype, reduction=False):
+    """(dilation as the kernels take it, ALIGN, window vector or 0, tiles (BLOCK_C, BLOCK_T, warps),
+    (channel blocks, time blocks))."""
     B, C, L = shape
     dilation = shift_unit(spec.kernel_size, spec.dilation)
-    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
-    tiles = _tiles(C, L, in_stride[1] == 1 and C > 1 and in_stride[2] != 1, align == 1 or dtype == torch.float64,
-                   dtype.itemsize)
-    return dilation, align, tiles, (triton.cdiv(C, tiles[0]), triton.cdiv(L, tiles[1]))
+    window = _window(spec, shape, in_stride, out_stride, dtype, dilation)
+    if window:  # ALIGN claims the rows' alignment only; the shifts are constexprs
+        align = window
+    else:
+        align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
+    channel_last = in_stride[1] == 1 and C > 1 and in_stride[2] != 1
+    # One address per element where the contiguous dimension's vectors do not line up: along time
+    # (channel-first) ALIGN says so; along channels (channel-last), C and the time strides do.
+    scalar = (alignment(dtype.itemsize, C, in_stride[0], in_stride[2], out_stride[0], out_stride[2]) == 1
+              if channel_last else align == 1)
+    tiles = _tiles(C, L, channel_last, scalar or dtype == torch.float64, dtype.itemsize, reduction)
+    return dilation, align, window, tiles, (triton.cdiv(C, tiles[0]), triton.cdiv(L, tiles[1]))
 
 
 @plan_cache
@@ -49,7 +82,8 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
           pre_stride, slope_stride, dtype, device):
     B, C, L = shape
     K = spec.kernel_size
-    dilation, align, (block_c, block_t, warps), (n_c, n_t) = _geometry(spec, shape, in_stride, out_stride, dtype)
+    dilation, align, window, (block_c, block_t, warps), (n_c, n_t) = _geometry(spec, shape, in_stride, out_stride,
+                                                                                dtype)
     pre_stride = pre_stride or (0, 0, 0)
     if needs_int64(((C, L), in_stride[1:]), ((C, L), out_stride[1:])):
         raise ValueError("a depthwise conv row of 2^31 elements or more is not supported")
@@ -63,6 +97,8 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
         HAS_BIAS=bias_stride is not None, ACTIVATION=epilogue.activation, ACT_P0=epilogue.act_params[0],
         ACT_P1=epilogue.act_params[1], STORE_PRE=epilogue.store_pre, ACC_FP64=dtype == torch.float64,
         ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
+    if window:
+        static.update(WINDOW=window, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
     return (B * n_c * n_t,), static
 
 
@@ -102,7 +138,8 @@ def depthwise_input_grad(g, weight, *, spec: ConvSpec):
 def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device):
     B, C, L = shape
     K = spec.kernel_size
-    dilation, align, (block_c, block_t, warps), (n_c, n_t) = _geometry(spec, shape, x_stride, g_stride, dtype)
+    dilation, align, window, (block_c, block_t, warps), (n_c, n_t) = _geometry(spec, shape, x_stride, g_stride,
+                                                                                dtype, reduction=True)
     target = launching.target_of(device)
     resident = target.sm_count * 4 if target.gpu else 4
     n_chunks = max(1, min(B * n_t, resident // n_c))
@@ -112,6 +149,8 @@ def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device):
         s_g_b=g_stride[0], s_g_c=g_stride[1], s_g_t=g_stride[2],
         N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, N_CHUNKS=n_chunks, K=K, K_POW2=triton.next_power_of_2(K),
         ACC_FP64=dtype == torch.float64, ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
+    if window:
+        static.update(WINDOW=window, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
     return (n_chunks * n_c,), static, n_chunks, torch.float64 if dtype == torch.float64 else torch.float32
 
 

@@ -73,8 +73,7 @@ def gated_tiles(tiles):
 
 def activation_dropout_tiles(tiles):
     """A wide tile whose epilogue runs a transcendental activation (GELU, Mish, ...) and the Philox
-    draw, or Mish (two exponentials, a log, a division) alone: at most 64 steps (at 128 x 128, 32 to
-    248 bytes per thread after the loop, sm_90)."""
+    draw: at most 64 steps (at 128 x 128, 32 to 248 bytes per thread after the loop, sm_90)."""
     if tiles.BLOCK_CO > SMALL_CHANNELS:
         return dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 64))
     return tiles

@@ -160,7 +160,10 @@ def op_launches(c_in, c_out, L, K, dilation, precision, arch, groups=1, padding=
 VARIANT_ACTIVATIONS = ("leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu", "mish", "softplus", "tanh",
                        "sigmoid", "prelu", "glu", "gated_tanh", None)
 VARIANT_SHAPES = ((25, 25, 784, 7, 64), (450, 450, 400, 3, 16), (17, 33, 97, 2, 1))  # seq-MNIST, char-PTB, odd
-DEPTHWISE_SHAPES = ((512, 2000, 3, 16), (128, 4001, 8, 1), (96, 513, 11, 2))  # Conv-TasNet-like; K > 8 loops
+# Conv-TasNet-like depthwise layers (C, L, K, dilation, padding): aligned shifts; rows of odd length;
+# K > 8 (a loop); the window path (aligned rows, dilations below a vector), causal and "same".
+DEPTHWISE_SHAPES = ((512, 2000, 3, 16, "causal"), (128, 4001, 8, 1, "causal"), (96, 513, 11, 2, "causal"),
+                    (128, 4000, 8, 1, "causal"), (64, 1024, 3, 2, "same"))
 VARIANT_LAYOUTS = ((1, "same", False), (1, "anticausal", True), (2, "same", False), (1, "causal", True),
                    (2, "pair", True))  # "pair": (1, (K-1)*dilation - 1)
 
@@ -173,10 +176,10 @@ def op_variant_launches(arch, precision):
             gated = activation in ("glu", "gated_tanh")  # a gated layer's conv has twice the width
             launches += op_launches(c_in, 2 * c_out if gated else c_out, L, K, dilation, precision, arch,
                                     activation=activation)
-    for c, L, K, dilation in DEPTHWISE_SHAPES:
+    for c, L, K, dilation, padding in DEPTHWISE_SHAPES:
         for channel_last in (False, True):
             for activation in ("prelu", "gelu", None):
-                launches += op_launches(c, c, L, K, dilation, precision, arch, c, "causal", activation, channel_last)
+                launches += op_launches(c, c, L, K, dilation, precision, arch, c, padding, activation, channel_last)
     for groups, padding, channel_last in VARIANT_LAYOUTS:
         for activation in ("relu", "gelu"):
             for c_in, c_out, L, K, dilation in VARIANT_SHAPES[1:]:

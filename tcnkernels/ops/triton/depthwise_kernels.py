@@ -8,6 +8,11 @@ Triton specialises a stride of 1 and vectorises along it).
 
   the op   y[b, c, t] = act(bias[c] + sum_k w[c, k] * x[b, c, t - (K-1-k)*D + PAD_RIGHT])
   taps     unrolled (K <= 8: the shifts are compile-time multiples of D) or a loop
+  window   channel-first rows aligned to 16 bytes with dilations below a vector (the shifts are not
+           multiples of it, so shifted loads would be one element each): the host passes the shifts
+           as constexprs, the kernel loads the few aligned 16-byte blocks the taps span once, splits
+           each into its V in-thread lanes (tl.split: register renaming, no data movement) and takes
+           every tap's shifted operand from those lanes.
 """
 import triton
 import triton.language as tl
@@ -34,6 +39,9 @@ def depthwise_conv1d_kernel(
     ALIGN: tl.constexpr,           # L, D, PAD_RIGHT and the batch and channel strides: multiples of ALIGN
     BLOCK_C: tl.constexpr,
     BLOCK_T: tl.constexpr,
+    WINDOW: tl.constexpr = 0,      # the window path's vector (elements): ALIGN then covers L and the strides only
+    W_DILATION: tl.constexpr = 1,  # the window path's dilation and right padding, as constexprs
+    W_PAD_RIGHT: tl.constexpr = 0,
 ):
     """out[b, c, t] = epilogue(sum_k w[c, k] * in[b, c, t -/+ shift_k]), shift_k = (K-1-k)*D - PAD_RIGHT.
 
@@ -45,8 +53,6 @@ def depthwise_conv1d_kernel(
     pid_t = (pid // N_C_BLOCKS) % N_T_BLOCKS
     pid_b = pid // (N_C_BLOCKS * N_T_BLOCKS)
     L = _aligned(L, ALIGN)
-    DILATION = _aligned(DILATION, ALIGN)
-    PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     mask_c = offs_c < C
@@ -57,10 +63,17 @@ def depthwise_conv1d_kernel(
         acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float64)
     else:
         acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
-    if UNROLL:
+    if WINDOW > 0:
+        acc = _window_taps(in_tile, w_row, offs_t, mask_c, L, s_w_k, acc.dtype, K, W_DILATION, W_PAD_RIGHT,
+                           ANTI_CAUSAL, WINDOW, BLOCK_C, BLOCK_T)
+    elif UNROLL:
+        DILATION = _aligned(DILATION, ALIGN)
+        PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
         for k in tl.static_range(K):
             acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k, ANTI_CAUSAL)
     else:
+        DILATION = _aligned(DILATION, ALIGN)
+        PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
         for k in range(K):
             acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k, ANTI_CAUSAL)
     if HAS_BIAS:
@@ -97,6 +110,80 @@ def _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K: tl.c
 
 
 @triton.jit
+def _lanes(tile, V: tl.constexpr, BLOCK_C: tl.constexpr, NV: tl.constexpr):
+    """A (BLOCK_C, NV * V) tile as V (BLOCK_C, NV) lanes: lane v holds the tile's columns j * V + v."""
+    if V == 1:
+        return (tl.reshape(tile, [BLOCK_C, NV]),)
+    else:
+        even, odd = tl.split(tl.reshape(tile, [BLOCK_C, NV * V // 2, 2]))
+        lanes_even = _lanes(even, V // 2, BLOCK_C, NV)
+        lanes_odd = _lanes(odd, V // 2, BLOCK_C, NV)
+        lanes = ()
+        for i in tl.static_range(V // 2):
+            lanes = lanes + (lanes_even[i], lanes_odd[i])
+        return lanes
+
+
+@triton.jit
+def _unlanes(lanes, V: tl.constexpr, BLOCK_C: tl.constexpr, NV: tl.constexpr):
+    """The inverse of _lanes."""
+    if V == 1:
+        return lanes[0]
+    else:
+        even = ()
+        odd = ()
+        for i in tl.static_range(V // 2):
+            even = even + (lanes[2 * i],)
+            odd = odd + (lanes[2 * i + 1],)
+        return tl.reshape(tl.join(_unlanes(even, V // 2, BLOCK_C, NV), _unlanes(odd, V // 2, BLOCK_C, NV)),
+                          [BLOCK_C, NV * V])
+
+
+@triton.jit
+def _window_blocks(in_tile, offs_t, mask_c, L, acc_dtype: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
+                   V: tl.constexpr, BLOCK_C: tl.constexpr, NV: tl.constexpr):
+    """The lanes of the aligned blocks at vector offsets FIRST..LAST from the tile (zero outside [0, L))."""
+    blocks = ()
+    for o in tl.static_range(FIRST, LAST + 1):
+        src = offs_t + o * V
+        tile = tl.load(in_tile + o * V, mask=mask_c[:, None] & ((src >= 0) & (src < L))[None, :], other=0.0)
+        blocks = blocks + (_lanes(tile.to(acc_dtype), V, BLOCK_C, NV),)
+    return blocks
+
+
+@triton.jit
+def _shifted(blocks, v: tl.constexpr, S: tl.constexpr, FIRST: tl.constexpr, V: tl.constexpr):
+    """Lane v of the tile shifted by S (columns t - S): lane (v - S) % V of the block at (v - S) // V."""
+    return blocks[(v - S) // V - FIRST][(v - S) % V]
+
+
+@triton.jit
+def _window_taps(in_tile, w_row, offs_t, mask_c, L, s_w_k, acc_dtype: tl.constexpr, K: tl.constexpr,
+                 D: tl.constexpr, PAD_RIGHT: tl.constexpr, ANTI_CAUSAL: tl.constexpr, V: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """sum_k w[:, k] * in[:, t - s_k] with compile-time shifts s_k = SIGN * ((K-1-k)*D - PAD_RIGHT)
+    (SIGN -1: the input gradient). Output column t = t0 + j*V + v reads input column
+    t0 + j*V + (v - s): lane (v - s) % V of the aligned block at vector offset (v - s) // V; the blocks
+    the taps span are loaded once. (Shifts stay inline expressions: a name assigned inside a static
+    loop stops being a constexpr, and tuples take constexpr indices only.)"""
+    NV: tl.constexpr = BLOCK_T // V
+    SIGN: tl.constexpr = -1 if ANTI_CAUSAL else 1
+    FIRST: tl.constexpr = -max(SIGN * ((K - 1) * D - PAD_RIGHT), -SIGN * PAD_RIGHT) // V
+    LAST: tl.constexpr = (V - 1 - min(SIGN * ((K - 1) * D - PAD_RIGHT), -SIGN * PAD_RIGHT)) // V
+    blocks = _window_blocks(in_tile, offs_t, mask_c, L, acc_dtype, FIRST, LAST, V, BLOCK_C, NV)
+    acc = ()
+    for v in tl.static_range(V):
+        acc = acc + (tl.zeros([BLOCK_C, NV], dtype=acc_dtype),)
+    for k in tl.static_range(K):
+        w = tl.load(w_row + k * s_w_k, mask=mask_c, other=0.0).to(acc_dtype)[:, None]
+        summed = ()
+        for v in tl.static_range(V):
+            summed = summed + (acc[v] + w * _shifted(blocks, v, SIGN * ((K - 1 - k) * D - PAD_RIGHT), FIRST, V),)
+        acc = summed
+    return _unlanes(acc, V, BLOCK_C, NV)
+
+
+@triton.jit
 def depthwise_weight_grad_kernel(
     x_ptr, g_ptr, partial_ptr,     # partial: (N_CHUNKS, C*K + C), the dense weight gradient's layout
     B, C, L, DILATION, PAD_RIGHT,
@@ -109,6 +196,9 @@ def depthwise_weight_grad_kernel(
     ALIGN: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_T: tl.constexpr,
+    WINDOW: tl.constexpr = 0,      # as in the forward kernel (ALIGN then covers L and the strides only)
+    W_DILATION: tl.constexpr = 1,
+    W_PAD_RIGHT: tl.constexpr = 0,
 ):
     """Partial sums over one chunk of (batch row, time block) items, for every tap at once:
     partial[chunk, c*K + k] = sum g[b, c, t] * x[b, c, t - shift_k];  partial[chunk, C*K + c] = sum g.
@@ -119,8 +209,9 @@ def depthwise_weight_grad_kernel(
     pid_c = pid % N_C_BLOCKS
     pid_chunk = pid // N_C_BLOCKS
     L = _aligned(L, ALIGN)
-    DILATION = _aligned(DILATION, ALIGN)
-    PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
+    if WINDOW == 0:
+        DILATION = _aligned(DILATION, ALIGN)
+        PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     offs_tt = tl.arange(0, BLOCK_T)
     offs_k = tl.arange(0, K_POW2)
@@ -142,12 +233,24 @@ def depthwise_weight_grad_kernel(
                     + offs_t[None, :] * s_g_t, mask=mask_c[:, None] & mask_t[None, :], other=0.0).to(acc.dtype)
         acc_bias += tl.sum(g, axis=1)
         x_tile = x_ptr + b * _aligned(s_x_b, ALIGN) + offs_c[:, None] * _aligned(s_x_c, ALIGN) + offs_t[None, :] * s_x_t
-        for k in tl.static_range(K):
-            shift = (K - 1 - k) * DILATION - PAD_RIGHT
-            src = offs_t - shift
-            x = tl.load(x_tile - shift * s_x_t, mask=mask_c[:, None] & ((src >= 0) & (src < L) & mask_t)[None, :],
-                        other=0.0).to(acc.dtype)
-            acc += tl.where(offs_k[None, :] == k, tl.sum(g * x, axis=1)[:, None], 0.0)
+        if WINDOW > 0:  # the forward's shifts, from the aligned blocks they span (see _window_taps)
+            NV: tl.constexpr = BLOCK_T // WINDOW
+            FIRST: tl.constexpr = -((K - 1) * W_DILATION - W_PAD_RIGHT) // WINDOW
+            LAST: tl.constexpr = (WINDOW - 1 + W_PAD_RIGHT) // WINDOW
+            blocks = _window_blocks(x_tile, offs_t, mask_c, L, acc.dtype, FIRST, LAST, WINDOW, BLOCK_C, NV)
+            g_lanes = _lanes(g, WINDOW, BLOCK_C, NV)
+            for k in tl.static_range(K):
+                products = tl.zeros([BLOCK_C, NV], dtype=acc.dtype)
+                for v in tl.static_range(WINDOW):
+                    products += g_lanes[v] * _shifted(blocks, v, (K - 1 - k) * W_DILATION - W_PAD_RIGHT, FIRST, WINDOW)
+                acc += tl.where(offs_k[None, :] == k, tl.sum(products, axis=1)[:, None], 0.0)
+        else:
+            for k in tl.static_range(K):
+                shift = (K - 1 - k) * DILATION - PAD_RIGHT
+                src = offs_t - shift
+                x = tl.load(x_tile - shift * s_x_t,
+                            mask=mask_c[:, None] & ((src >= 0) & (src < L) & mask_t)[None, :], other=0.0).to(acc.dtype)
+                acc += tl.where(offs_k[None, :] == k, tl.sum(g * x, axis=1)[:, None], 0.0)
     row = partial_ptr + pid_chunk.to(tl.int64) * (C * K + C)
     tl.store(row + offs_c[:, None] * K + offs_k[None, :], acc, mask=mask_c[:, None] & (offs_k < K)[None, :])
     tl.store(row + C * K + offs_c, acc_bias, mask=mask_c)
