@@ -1,7 +1,7 @@
 """The torch path (what CPU users run) of this checkout against another revision's, in one process.
 
     python benchmarks/torch_path_vs.py REV                  # e.g. a release tag, or main~5
-    python benchmarks/torch_path_vs.py REV --md FILE --json FILE
+    python benchmarks/torch_path_vs.py REV --md FILE --json FILE --cases seq-mnist
 
 REV's `tcnkernels/` is exported with `git archive` and imported as the package `tcnkernels_base`
 (every `tcnkernels` name in it renamed, its registered ops included), so both versions run side by
@@ -79,9 +79,11 @@ def step(model, x, mode):
     return run
 
 
-def compare(base, batch, blocks, calls):
+def compare(base, batch, blocks, calls, only=None):
     rows = []
     for name, build in cases(batch):
+        if only and only not in name:
+            continue
         for mode in ("forward", "forward+backward"):
             (new_model, x), (base_model, _) = build(tcnkernels), build(base)
             base_model.load_state_dict(new_model.state_dict())
@@ -115,6 +117,7 @@ def main():
     parser.add_argument("--blocks", type=int, default=7)
     parser.add_argument("--calls", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--cases", help="only the cases whose name contains this")
     parser.add_argument("--md", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -124,7 +127,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp, tcnkernels.use_backend("torch"):
         base = import_base(args.rev, tmp)
         with base.use_backend("torch"):
-            rows = compare(base, args.batch, args.blocks, args.calls)
+            rows = compare(base, args.batch, args.blocks, args.calls, args.cases)
     text = render(rows, args.rev, head, args.threads, args.batch)
     print(text)
     if args.md:
