@@ -17,7 +17,7 @@ LAYERS = [
     ["ops.weight_launch", "ops.conv_launch", "ops.depthwise_launch", "ops.stream_launch"],
     ["ops.conv", "ops.block"],
     ["functional"],
-    ["nn"],
+    ["nn", "short_conv"],
     ["streaming"],
     ["selfcheck", "bench.configs", "bench.timer", "bench.markdown", "bench.providers", "bench.host",
      "bench.structure", "bench.streaming", "bench.report", "bench.timing", "tasks.data", "tasks.models",
