@@ -26,19 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import conv1d
+from .functional import _check_tensor, conv1d
 
 ACTIVATIONS = (None, "silu", "swish")
-FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _check_float(name, t, ndim, device=None):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in FLOATS:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
-    if t.dim() not in ndim:
-        raise ValueError(f"{name} must be {' or '.join(f'{n}-D' for n in ndim)}, got shape {tuple(t.shape)}")
+    """functional's tensor check (type, float dtype, rank), and x's device."""
+    _check_tensor(name, t, ndim)
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device} but x is on {device}")
 
