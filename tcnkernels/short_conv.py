@@ -11,14 +11,20 @@ where xs = cat(initial_states or zeros (batch, dim, S), x) along time, accumulat
 fp64 inputs) and returned in x's dtype. With `seq_idx`, a tap counts only where the seq_idx of its
 source equals the output position's, and positions whose seq_idx < 0 give 0.
 
-Where it runs: without states and seq_idx, with weight and bias in x's dtype, `tcnkernels.conv1d`'s
-depthwise path (the Triton kernels on a GPU, its torch path on a CPU). Every other case (initial
-states, seq_idx, mixed dtypes, the decode update, varlen states) runs as PyTorch ops: on any device,
-differentiable, traced by torch.compile without graph breaks.
+Where it runs (tcnkernels.ops.short_conv): the depthwise Triton kernels where x, weight, bias and
+initial states share a dtype and there is no seq_idx (on a GPU, or on a CPU in Triton's
+interpreter); PyTorch ops otherwise and on the torch backend. The backward recomputes the
+pre-activation, so the output may be modified in place before it, and uses no atomics, so it is
+bitwise deterministic. The decode update is one kernel launch for the whole batch. Under
+torch.compile all of it runs as registered ops (tcnkernels::causal_conv1d, ::causal_conv1d_backward,
+::causal_conv1d_update), without graph breaks.
 
 Where it differs from causal-conv1d: states and seq_idx work with either layout (causal-conv1d
-takes them with channel-last x only); final states come back contiguous (batch, dim, S) unless
-`final_states_out` is given; seq_idx together with states is refused, as causal-conv1d does.
+takes them with channel-last x only); seq_idx combines with initial and final states (causal-conv1d
+refuses it): the initial states continue each row's first sequence, and the final states keep the
+columns of its last sequence (zeros where it is shorter than S, as causal_conv1d_varlen_states);
+final states come back contiguous (batch, dim, S) unless `final_states_out` is given; the update's
+conv_state_indices must name entries of the pool (or -1), which is not checked on the device.
 """
 from typing import Optional
 
@@ -26,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .functional import _check_tensor, conv1d
+from .functional import _check_tensor
+from .ops import short_conv as ops
 
 ACTIVATIONS = (None, "silu", "swish")
 
@@ -69,25 +76,6 @@ def _check_common(x, weight, bias, activation, dilation):
     return dim, width, (width - 1) * dilation
 
 
-def _acc_dtype(*tensors):
-    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _taps(xs, weight, bias, dilation, length, seq_src=None, seq_out=None):
-    """sum_k weight[:, k] * xs[..., S + t - (width-1-k)*dilation] for t < length, xs (B, dim, S + length)
-    in the accumulation dtype. seq_src (B, S + length) / seq_out (B, length): a tap counts where they match."""
-    dim, width = weight.shape
-    if seq_src is None:
-        return F.conv1d(xs, weight.unsqueeze(1), bias, dilation=dilation, groups=dim)
-    S = (width - 1) * dilation
-    out = torch.zeros(xs.shape[0], dim, length, dtype=xs.dtype, device=xs.device)
-    for k in range(width):
-        start = S - (width - 1 - k) * dilation
-        same = (seq_src[:, start:start + length] == seq_out).unsqueeze(1)
-        out = out + torch.where(same, xs[..., start:start + length], 0) * weight[:, k, None]
-    return out if bias is None else out + bias[:, None]
-
-
 def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, seq_idx: Optional[Tensor] = None,
                      initial_states: Optional[Tensor] = None, return_final_states: bool = False,
                      final_states_out: Optional[Tensor] = None, activation: Optional[str] = None, *,
@@ -113,9 +101,6 @@ def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
         raise TypeError(f"return_final_states must be a bool, got {type(return_final_states).__name__}")
     if seq_idx is not None:
         _check_index("seq_idx", seq_idx, (batch, seqlen), x.device)
-        if initial_states is not None or return_final_states:
-            raise ValueError("seq_idx cannot be combined with initial_states or return_final_states (as in "
-                             "causal-conv1d): a packed batch's states belong to its sequences")
     if initial_states is not None:
         _check_float("initial_states", initial_states, (3,), x.device)
         _check_shape("initial_states", initial_states, (batch, dim, S))
@@ -124,34 +109,28 @@ def causal_conv1d_fn(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, s
             raise ValueError("final_states_out is given but return_final_states is False")
         _check_float("final_states_out", final_states_out, (3,), x.device)
         _check_shape("final_states_out", final_states_out, (batch, dim, S))
-    act = "silu" if activation in ("silu", "swish") else None
-
-    if (seq_idx is None and initial_states is None and weight.dtype == x.dtype
-            and (bias is None or bias.dtype == x.dtype)):
-        out = conv1d(x, weight.unsqueeze(1), bias, dilation, dim, "causal", act)
-        xs = None
+    silu = activation is not None
+    if torch.compiler.is_compiling():  # the registered op: an opaque node in the compiled graph
+        out = ops.causal_conv1d_op(x, weight, bias, seq_idx, initial_states, dilation, silu)
+    elif torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, initial_states)):
+        out = ops.CausalConv1dFunction.apply(x, weight, bias, seq_idx, initial_states, dilation, silu)
     else:
-        acc = _acc_dtype(x, weight, bias, initial_states)
-        history = (torch.zeros(batch, dim, S, dtype=acc, device=x.device) if initial_states is None
-                   else initial_states.to(acc))
-        xs = torch.cat([history, x.to(acc)], dim=-1)
-        seq_src = None if seq_idx is None else F.pad(seq_idx, (S, 0), value=-1)
-        z = _taps(xs, weight.to(acc), None if bias is None else bias.to(acc), dilation, seqlen, seq_src, seq_idx)
-        z = F.silu(z) if act else z
-        if seq_idx is not None:
-            z = torch.where((seq_idx < 0).unsqueeze(1), 0, z)
-        out = z.to(x.dtype)
+        out = ops.forward(x, weight, bias, seq_idx, initial_states, dilation, silu)
     if not return_final_states:
         return out
-    if xs is None:
-        final = F.pad(x, (S, 0))[..., seqlen:]  # the last S columns of cat(zeros, x)
+    # the last S columns of cat(initial_states or zeros, x), differentiable by autograd
+    if S <= seqlen:
+        final = x[..., seqlen - S:]
+    elif initial_states is None:
+        final = F.pad(x, (S - seqlen, 0))
     else:
-        final = xs[..., xs.shape[-1] - S:].to(x.dtype)
-    final = final.contiguous()
+        final = torch.cat([initial_states[..., seqlen:].to(x.dtype), x], dim=-1)
+    if seq_idx is not None and seqlen:  # the last sequence's columns only
+        seq = ops.history_seq_idx(seq_idx, S)[:, seqlen:]
+        final = torch.where(((seq == seq_idx[:, -1:]) & (seq >= 0)).unsqueeze(1), final, 0)
     if final_states_out is not None:
-        final_states_out.copy_(final)
-        return out, final_states_out
-    return out, final
+        return out, final_states_out.copy_(final)
+    return out, final.contiguous()
 
 
 def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
@@ -189,36 +168,17 @@ def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Op
         if conv_state.shape[0] != batch:
             raise ValueError(f"conv_state has {conv_state.shape[0]} rows but x has batch {batch} (without "
                              "conv_state_indices they must match)")
-        rows = None
     else:
         _check_index("conv_state_indices", conv_state_indices, (batch,), x.device)
-        rows = conv_state_indices.long()
     if cache_seqlens is not None:
         _check_index("cache_seqlens", cache_seqlens, (batch,), x.device)
 
-    valid = None if rows is None else rows >= 0
-    state = conv_state if rows is None else conv_state[rows.clamp(min=0)]  # (batch, dim, state_len), a copy
-    acc = _acc_dtype(x, weight, bias, conv_state)
-    if cache_seqlens is None:
-        xs = torch.cat([state[..., state_len - S:].to(acc), x.to(acc)], dim=-1)
-        new_state = torch.cat([state, x.to(state.dtype)], dim=-1)[..., seqlen:]
+    silu = activation is not None
+    if torch.compiler.is_compiling():
+        out = ops.causal_conv1d_update_op(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation,
+                                          silu)
     else:
-        start = cache_seqlens.long().unsqueeze(1)
-        read = torch.remainder(start + torch.arange(-S, 0, device=x.device), state_len)
-        history = state.gather(2, read.unsqueeze(1).expand(-1, dim, -1))
-        xs = torch.cat([history.to(acc), x.to(acc)], dim=-1)
-        kept = min(seqlen, state_len)  # the last tokens win
-        write = torch.remainder(start + torch.arange(seqlen - kept, seqlen, device=x.device), state_len)
-        new_state = state.scatter(2, write.unsqueeze(1).expand(-1, dim, -1), x[..., seqlen - kept:].to(state.dtype))
-    z = _taps(xs, weight.to(acc), None if bias is None else bias.to(acc), dilation, seqlen)
-    if activation is not None:
-        z = F.silu(z)
-    if rows is None:
-        conv_state.copy_(new_state)
-    else:
-        z = torch.where(valid[:, None, None], z, 0)
-        conv_state[rows[valid]] = new_state[valid]
-    out = z.to(x.dtype)
+        out = ops.update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu)
     return out.squeeze(-1) if squeeze else out
 
 

@@ -76,6 +76,7 @@ FEATURES = {
     "weight_prep_kernel": ("HAS_NORM0", "N_SEGMENTS"),
     "weight_grad_finalize_kernel": ("HAS_NORM0", "N_SEGMENTS"),
     "stream_step_kernel": (),
+    "causal_conv1d_update_kernel": ("HAS_BIAS", "SILU", "CIRCULAR", "HAS_INDICES", "ACC_FP64"),
 }
 REQUIRED = {
     "causal_conv1d_kernel", "causal_conv1d_kernel:ANTI_CAUSAL=True", "causal_conv1d_kernel:HAS_BIAS=True",
@@ -103,7 +104,7 @@ REQUIRED = {
     "depthwise_weight_grad_kernel", "depthwise_weight_grad_kernel:ACC_FP64=True",
     "weight_prep_kernel:HAS_NORM0=True", "weight_prep_kernel:N_SEGMENTS=3",
     "weight_grad_finalize_kernel:HAS_NORM0=True", "weight_grad_finalize_kernel:N_SEGMENTS=3",
-    "stream_step_kernel",
+    "stream_step_kernel", "causal_conv1d_update_kernel:CIRCULAR=True", "causal_conv1d_update_kernel:HAS_INDICES=True",
 }
 _fast_launches = set()
 _in_fast_test = [False]

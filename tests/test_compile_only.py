@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Opt-in shared memory per block: A100 (sm_80) 163 KB, H100 (sm_90) 227 KB.
 SHARED_MEMORY_LIMIT = {80: 166912, 90: 232448}
 KERNELS = {"causal_conv1d_kernel", "causal_conv1d_weight_grad_kernel", "depthwise_conv1d_kernel",
-           "depthwise_weight_grad_kernel", "weight_prep_kernel", "weight_grad_finalize_kernel", "stream_step_kernel"}
+           "depthwise_weight_grad_kernel", "weight_prep_kernel", "weight_grad_finalize_kernel", "stream_step_kernel",
+           "causal_conv1d_update_kernel"}
 
 
 def _compiled_env():

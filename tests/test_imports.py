@@ -12,10 +12,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tcnkernels"
 LAYERS = [
     ["_version", "ops.activations", "ops.specs", "ops.triton", "ops.triton.conv_kernels", "ops.triton.weight_kernels",
      "ops.triton.depthwise_kernels",
-     "ops.triton.stream_kernels", "_native"],
+     "ops.triton.stream_kernels", "ops.triton.update_kernels", "_native"],
     ["_backend", "ops.reference", "ops.launching", "ops.tiles"],
-    ["ops.weight_launch", "ops.conv_launch", "ops.depthwise_launch", "ops.stream_launch"],
-    ["ops.conv", "ops.block"],
+    ["ops.weight_launch", "ops.conv_launch", "ops.depthwise_launch", "ops.stream_launch", "ops.update_launch"],
+    ["ops.conv", "ops.block", "ops.short_conv"],
     ["functional"],
     ["nn", "short_conv"],
     ["streaming"],

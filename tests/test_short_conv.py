@@ -23,7 +23,8 @@ def reference(x, weight, bias, dilation, initial_states=None, seq_idx=None, acti
     src = S + torch.arange(L)[:, None] - (W - 1 - torch.arange(W))[None, :] * dilation  # (L, W)
     taps = xs[:, :, src]  # (batch, dim, L, W)
     if seq_idx is not None:
-        seq_src = torch.cat([torch.full((batch, S), -1, dtype=seq_idx.dtype), seq_idx], -1)[:, src]  # (batch, L, W)
+        # the history continues each row's first sequence
+        seq_src = torch.cat([seq_idx[:, :1].expand(-1, S), seq_idx], -1)[:, src]  # (batch, L, W)
         taps = taps * (seq_src == seq_idx[:, :, None]).unsqueeze(1)
     out = (taps * weight[None, :, None, :]).sum(-1)
     if bias is not None:
@@ -248,8 +249,15 @@ def test_short_convolution_module():
     (lambda x, w: causal_conv1d_fn(x, w[:3]), "dim"),
     (lambda x, w: causal_conv1d_fn(x, w, dilation=0), "dilation"),
     (lambda x, w: causal_conv1d_fn(x, w, initial_states=torch.zeros(2, 4, 2)), "initial_states"),
-    (lambda x, w: causal_conv1d_fn(x, w, seq_idx=torch.zeros(2, 9, dtype=torch.int32),
-                                   initial_states=torch.zeros(2, 4, 3)), "seq_idx"),
+    (lambda x, w: causal_conv1d_fn(x, w, seq_idx=torch.zeros(2, 8, dtype=torch.int32)), "seq_idx"),
+    (lambda x, w: causal_conv1d_fn(x, w, bias=torch.zeros(3)), "bias"),
+    (lambda x, w: causal_conv1d_fn(x, w[:, :, None]), "weight"),
+    (lambda x, w: causal_conv1d_fn(x[0], w), "x"),
+    (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(2, 3, 3), w), "conv_state"),
+    (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(2, 4, 3), w,
+                                       cache_seqlens=torch.zeros(3, dtype=torch.int32)), "cache_seqlens"),
+    (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(2, 4, 3), w,
+                                       conv_state_indices=torch.zeros(1, dtype=torch.int32)), "conv_state_indices"),
     (lambda x, w: causal_conv1d_fn(x, w, final_states_out=torch.zeros(2, 4, 3)), "final_states_out"),
     (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(2, 4, 2), w), "state_len"),
     (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(3, 4, 3), w), "rows"),
@@ -260,9 +268,18 @@ def test_bad_arguments_raise_before_any_work(call, message):
         call(x, w)
 
 
-def test_seq_idx_must_be_int32():
-    with pytest.raises(TypeError, match="seq_idx"):
-        causal_conv1d_fn(torch.randn(1, 2, 5), torch.randn(2, 3), seq_idx=torch.zeros(1, 5, dtype=torch.int64))
+@pytest.mark.parametrize("call, message", [
+    (lambda x, w: causal_conv1d_fn(x, w, seq_idx=torch.zeros(1, 5, dtype=torch.int64)), "seq_idx"),
+    (lambda x, w: causal_conv1d_fn(x.long(), w), "x"),
+    (lambda x, w: causal_conv1d_fn(x, w.int()), "weight"),
+    (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(1, 2, 2), w,
+                                       cache_seqlens=torch.zeros(1, dtype=torch.int64)), "cache_seqlens"),
+    (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(1, 2, 2, dtype=torch.int32), w), "conv_state"),
+])
+def test_wrong_dtypes_raise_a_type_error(call, message):
+    x, w = torch.randn(1, 2, 5), torch.randn(2, 3)
+    with pytest.raises(TypeError, match=message):
+        call(x, w)
 
 
 @pytest.mark.slow

@@ -238,13 +238,33 @@ def stream_launches(c_in, widths, K, dtype, arch):
     return launches
 
 
+# decode updates: (dim, width, dilation, state_len, seqlen, x dtype, state dtype, circular, pooled, bias)
+UPDATE_SWEEP = ((4096, 4, 1, 3, 1, torch.bfloat16, torch.bfloat16, False, False, True),
+                (4096, 4, 1, 8, 1, torch.bfloat16, torch.float32, True, True, False),
+                (1536, 4, 8, 40, 2, torch.float32, torch.float32, True, False, True),
+                (768, 16, 1, 15, 1, torch.float16, torch.float16, False, True, False),
+                (40, 3, 2, 4, 3, torch.float64, torch.float64, False, False, True))
+
+
+def update_launches(dim, width, dilation, state_len, seqlen, dtype, state_dtype, circular, pooled, bias, arch):
+    """The launch of one causal_conv1d_update (batch 64), on meta tensors."""
+    from tcnkernels.short_conv import causal_conv1d_update
+    with recorded_launches(arch, False) as launches, torch.device("meta"):
+        index = torch.empty(64, dtype=torch.int32)
+        state = torch.empty(64, dim, state_len, dtype=state_dtype)
+        causal_conv1d_update(torch.empty(64, dim, seqlen, dtype=dtype), state, torch.empty(dim, width, dtype=dtype),
+                             torch.empty(dim, dtype=dtype) if bias else None, "silu", index if circular else None,
+                             index if pooled else None, dilation=dilation)
+    return launches
+
+
 def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, torch.float64)):
     """One launch per configuration the launchers can choose (kernel, dtypes, every constexpr and
     launch option), over a sweep of shapes that crosses every breakpoint of the tile heuristics (single
     convs) and every epilogue and gate the fused block uses (blocks with and without a downsample,
-    dropout, training and inference, conv2's output recomputed or kept), and the streaming step at
-    every register width. Each is compiled with the runtime specialisation of the first
-    shape that chose it."""
+    dropout, training and inference, conv2's output recomputed or kept), the streaming step at
+    every register width, and causal-conv1d's decode update in each of its modes. Each is compiled
+    with the runtime specialisation of the first shape that chose it."""
     distinct = {}
 
     def add(launches):
@@ -272,4 +292,6 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for c_in, widths, K in STREAM_SWEEP:
             add(stream_launches(c_in, widths, K, dtype, arch))
+    for case in UPDATE_SWEEP:
+        add(update_launches(*case, arch))
     return list(distinct.values())

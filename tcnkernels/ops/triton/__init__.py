@@ -3,6 +3,7 @@
 conv_kernels    the causal conv: forward and input gradient (one kernel, epilogues), weight gradient
 weight_kernels  weight norm + the K-major layout the conv kernels read; weight-gradient finalize
 stream_kernels  the whole-network streaming step
+update_kernels  causal-conv1d's decode update
 
 Importing this package imports no kernel module: it only finds out whether Triton imports and
 whether its interpreter is on (TRITON_INTERPRET=1 set before the first `@triton.jit` ran). The

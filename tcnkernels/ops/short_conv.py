@@ -1,0 +1,293 @@
+"""causal-conv1d's computations: the forward and its backward, the decode update. The public functions
+(tcnkernels.short_conv) check the arguments and call these.
+
+  forward    out = act(bias + sum_k w[:, k] * xs[..., t + k*D]), xs = cat(initial states or zeros, x)
+             (S = (K-1)*D columns of history); with seq_idx a tap counts where its source's seq_idx
+             equals the output's, and outputs whose seq_idx < 0 are 0
+  kernels    the depthwise Triton kernels, where x, weight, bias and states share a dtype and there is
+             no seq_idx: on x itself, or with initial states on xs (a copy in x's layout), whose S
+             leading outputs are dropped
+  torch      the rest (seq_idx, mixed dtypes, the torch backend), accumulated in fp32 (fp64 for fp64)
+  backward   recomputes the pre-activation (the caller may have modified the output in place), then
+             the depthwise kernels' input and weight gradients (torch: per-tap products and sums), so
+             it is bitwise deterministic: no atomics anywhere
+  update     one kernel launch (tcnkernels.ops.update_launch), or PyTorch ops on the torch backend
+
+Eager code calls `CausalConv1dFunction` and `update`; under torch.compile the public functions call
+the registered ops instead, opaque nodes without graph breaks:
+    tcnkernels::causal_conv1d(x, weight, bias?, seq_idx?, initial_states?, dilation, silu) -> out
+    tcnkernels::causal_conv1d_backward(dout, x, weight, bias?, seq_idx?, initial_states?, dilation,
+                                       silu) -> (dx, dweight, dbias, dinitial_states)
+    tcnkernels::causal_conv1d_update(x, conv_state!, weight, bias?, cache_seqlens?,
+                                     conv_state_indices?, dilation, silu) -> out
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._backend import select_backend
+from .activations import Activation, activation_backward
+from .depthwise_launch import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
+from .launching import new_output_as
+from .specs import ConvSpec
+from .update_launch import causal_conv1d_update as update_launch
+
+SILU = Activation("silu")
+
+
+def acc_dtype(*tensors):
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _uses_kernels(x, weight, bias, seq_idx, initial_states):
+    return (seq_idx is None and select_backend(x.device) == "triton"
+            and all(t is None or t.dtype == x.dtype for t in (weight, bias, initial_states)))
+
+
+def _spec(width, dilation, silu):
+    return ConvSpec(width, dilation, SILU if silu else None, 1, 0, True)
+
+
+def _with_history(x, history, S):
+    """cat(history, x) along time, in x's layout (history None: zeros)."""
+    B, C, L = x.shape
+    xs = new_output_as(x, (B, C, S + L))
+    if history is None:
+        xs[..., :S].zero_()
+    else:
+        xs[..., :S].copy_(history)
+    xs[..., S:].copy_(x)
+    return xs
+
+
+def _copy_as(x, t):
+    """t copied into a fresh tensor in x's layout (an op's outputs may not be views)."""
+    return new_output_as(x, t.shape).copy_(t)
+
+
+def _in_layout(x, t):
+    """t (fresh, contiguous) in x's layout: itself, or a copy for a channel-last x (new_output_as's rule)."""
+    return _copy_as(x, t) if x.stride(1) == 1 and x.shape[1] > 1 and x.stride(2) != 1 else t
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch ops: seq_idx, mixed dtypes, the torch backend
+
+def history_seq_idx(seq_idx, S):
+    """seq_idx of xs's columns: the history continues each row's first sequence."""
+    return torch.cat([seq_idx[:, :1].expand(-1, S), seq_idx], dim=1)
+
+
+def _masks(seq_idx, S, width, dilation, L):
+    """Per tap, where it counts: seq_idx of its source == the output's, (B, 1, L) bools; None without seq_idx."""
+    if seq_idx is None:
+        return None
+    src = history_seq_idx(seq_idx, S)
+    return [(src[:, k * dilation:k * dilation + L] == seq_idx).unsqueeze(1) for k in range(width)]
+
+
+def _torch_pre(xs, w, b, seq_idx, dilation, L):
+    """The pre-activation (B, C, L) from xs in the accumulation dtype."""
+    C, width = w.shape
+    masks = _masks(seq_idx, (width - 1) * dilation, width, dilation, L)
+    if masks is None:
+        return F.conv1d(xs, w.unsqueeze(1), b, dilation=dilation, groups=C)
+    z = torch.zeros(xs.shape[0], C, L, dtype=xs.dtype, device=xs.device)
+    for k in range(width):
+        z = z + torch.where(masks[k], xs[..., k * dilation:k * dilation + L], 0) * w[:, k, None]
+    return z if b is None else z + b[:, None]
+
+
+def torch_forward(x, weight, bias, seq_idx, initial_states, dilation, silu):
+    acc = acc_dtype(x, weight, bias, initial_states)
+    S = (weight.shape[1] - 1) * dilation
+    history = None if initial_states is None else initial_states.to(acc)
+    xs = _with_history(x.to(acc), history, S)
+    z = _torch_pre(xs, weight.to(acc), None if bias is None else bias.to(acc), seq_idx, dilation, x.shape[2])
+    if silu:
+        z = F.silu(z)
+    if seq_idx is not None:
+        z = torch.where((seq_idx < 0).unsqueeze(1), 0, z)
+    return _in_layout(x, z.to(x.dtype).contiguous())
+
+
+def torch_backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
+    acc = acc_dtype(x, weight, bias, initial_states)
+    C, width = weight.shape
+    L = x.shape[2]
+    S = (width - 1) * dilation
+    xs = _with_history(x.to(acc), None if initial_states is None else initial_states.to(acc), S)
+    w = weight.to(acc)
+    g = dout.to(acc)
+    if silu:
+        z = _torch_pre(xs, w, None if bias is None else bias.to(acc), seq_idx, dilation, L)
+        s = torch.sigmoid(z)
+        g = g * s * (1 + z * (1 - s))
+    if seq_idx is not None:
+        g = torch.where((seq_idx < 0).unsqueeze(1), 0, g)
+    masks = _masks(seq_idx, S, width, dilation, L)
+    dxs = torch.zeros_like(xs)
+    dw = torch.empty(C, width, dtype=acc, device=x.device)
+    for k in range(width):
+        gk = g if masks is None else torch.where(masks[k], g, 0)
+        dxs[..., k * dilation:k * dilation + L] += gk * w[:, k, None]
+        dw[:, k] = (gk * xs[..., k * dilation:k * dilation + L]).sum(dim=(0, 2))
+    return dxs, dw, g.sum(dim=(0, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Both paths
+
+def forward(x, weight, bias, seq_idx, initial_states, dilation, silu):
+    if not _uses_kernels(x, weight, bias, seq_idx, initial_states):
+        return torch_forward(x, weight, bias, seq_idx, initial_states, dilation, silu)
+    S = (weight.shape[1] - 1) * dilation
+    spec = _spec(weight.shape[1], dilation, silu)
+    epilogue = spec.epilogue()._replace(store_pre=False)
+    if initial_states is None:
+        return depthwise_forward(x, weight.unsqueeze(1), bias, spec=spec, epilogue=epilogue)
+    y = depthwise_forward(_with_history(x, initial_states, S), weight.unsqueeze(1), bias, spec=spec,
+                          epilogue=epilogue)
+    return _copy_as(x, y[..., S:])
+
+
+def backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
+    """(dx, dweight, dbias, dinitial_states), each in its input's dtype, dx in dout's layout
+    (dbias, dinitial_states: empty tensors without a bias, without initial states)."""
+    S = (weight.shape[1] - 1) * dilation
+    if not _uses_kernels(x, weight, bias, seq_idx, initial_states):
+        dxs, dw, db = torch_backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu)
+        dx = _copy_as(dout, dxs[..., S:])
+    else:
+        plain = _spec(weight.shape[1], dilation, False)
+        w3 = weight.unsqueeze(1)
+        xs = x if initial_states is None else _with_history(x, initial_states, S)
+        g = dout
+        if silu:
+            pre = depthwise_forward(xs, w3, bias, spec=plain)
+            g = activation_backward(dout, pre if initial_states is None else pre[..., S:], SILU)[0]
+        if initial_states is not None:
+            g = _with_history(g, None, S)  # the S leading outputs were dropped: no gradient
+        dxs = depthwise_input_grad(g, w3, spec=plain)
+        dw, db = depthwise_weight_grad(g, xs, w3, spec=plain)
+        dw = dw.reshape(weight.shape)
+        dx = dxs if initial_states is None else _copy_as(dout, dxs[..., S:])
+    dh = x.new_empty(0) if initial_states is None else dxs[..., :S].to(initial_states.dtype).contiguous()
+    db = x.new_empty(0) if bias is None else db.to(bias.dtype)
+    return dx.to(x.dtype), dw.to(weight.dtype), db, dh
+
+
+class CausalConv1dFunction(torch.autograd.Function):
+    """apply(x, weight, bias, seq_idx, initial_states, dilation, silu) -> out. Saves the inputs, not the
+    output: the backward recomputes what it needs."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, seq_idx, initial_states, dilation, silu):
+        ctx.save_for_backward(x, weight, bias, seq_idx, initial_states)
+        ctx.dilation, ctx.silu = dilation, silu
+        return forward(x, weight, bias, seq_idx, initial_states, dilation, silu)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias, seq_idx, initial_states = ctx.saved_tensors
+        dx, dw, db, dh = backward(dout, x, weight, bias, seq_idx, initial_states, ctx.dilation, ctx.silu)
+        needs = ctx.needs_input_grad
+        return (dx if needs[0] else None, dw if needs[1] else None, db if needs[2] else None, None,
+                dh if needs[4] else None, None, None)
+
+
+def update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu):
+    """The decode update (x (B, dim, seqlen)): out, conv_state modified in place."""
+    if select_backend(x.device) == "triton":
+        return update_launch(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu)
+    return torch_update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu)
+
+
+def torch_update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu):
+    C, width = weight.shape
+    S = (width - 1) * dilation
+    seqlen, state_len = x.shape[2], conv_state.shape[2]
+    rows = None if conv_state_indices is None else conv_state_indices.long()
+    state = conv_state if rows is None else conv_state[rows.clamp(min=0)]  # (batch, dim, state_len), a copy
+    acc = acc_dtype(x, weight, bias, conv_state)
+    if cache_seqlens is None:
+        history = state[..., state_len - S:]
+        new_state = torch.cat([state, x.to(state.dtype)], dim=-1)[..., seqlen:]
+    else:
+        start = cache_seqlens.long().unsqueeze(1)
+        read = torch.remainder(start + torch.arange(-S, 0, device=x.device), state_len)
+        history = state.gather(2, read.unsqueeze(1).expand(-1, C, -1))
+        kept = min(seqlen, state_len)  # the last tokens win
+        write = torch.remainder(start + torch.arange(seqlen - kept, seqlen, device=x.device), state_len)
+        new_state = state.scatter(2, write.unsqueeze(1).expand(-1, C, -1), x[..., seqlen - kept:].to(state.dtype))
+    xs = torch.cat([history.to(acc), x.to(acc)], dim=-1)
+    z = F.conv1d(xs, weight.to(acc).unsqueeze(1), None if bias is None else bias.to(acc), dilation=dilation, groups=C)
+    if silu:
+        z = F.silu(z)
+    if rows is None:
+        conv_state.copy_(new_state)
+    else:
+        valid = rows >= 0
+        z = torch.where(valid[:, None, None], z, 0)
+        conv_state[rows[valid]] = new_state[valid]
+    return _in_layout(x, z.to(x.dtype).contiguous())
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration, for torch.compile(fullgraph=True)
+
+@torch.library.custom_op("tcnkernels::causal_conv1d", mutates_args=())
+def causal_conv1d_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], seq_idx: Optional[Tensor],
+                     initial_states: Optional[Tensor], dilation: int, silu: bool) -> Tensor:
+    return forward(x, weight, bias, seq_idx, initial_states, dilation, silu)
+
+
+@causal_conv1d_op.register_fake
+def _(x, weight, bias, seq_idx, initial_states, dilation, silu):
+    return new_output_as(x, x.shape)
+
+
+@torch.library.custom_op("tcnkernels::causal_conv1d_backward", mutates_args=())
+def causal_conv1d_backward_op(dout: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                              seq_idx: Optional[Tensor], initial_states: Optional[Tensor], dilation: int,
+                              silu: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu)
+
+
+@causal_conv1d_backward_op.register_fake
+def _(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
+    dh = x.new_empty(0) if initial_states is None else initial_states.new_empty(initial_states.shape)
+    db = x.new_empty(0) if bias is None else bias.new_empty(bias.shape)
+    return new_output_as(dout, x.shape), weight.new_empty(weight.shape), db, dh
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, seq_idx, initial_states, dilation, silu = inputs
+    ctx.save_for_backward(x, weight, bias, seq_idx, initial_states)
+    ctx.dilation, ctx.silu = dilation, silu
+
+
+def _backward(ctx, dout):
+    x, weight, bias, seq_idx, initial_states = ctx.saved_tensors
+    dx, dw, db, dh = causal_conv1d_backward_op(dout, x, weight, bias, seq_idx, initial_states, ctx.dilation,
+                                               ctx.silu)
+    needs = ctx.needs_input_grad
+    return (dx if needs[0] else None, dw if needs[1] else None, db if needs[2] else None, None,
+            dh if needs[4] else None, None, None)
+
+
+causal_conv1d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("tcnkernels::causal_conv1d_update", mutates_args=("conv_state",))
+def causal_conv1d_update_op(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor],
+                            cache_seqlens: Optional[Tensor], conv_state_indices: Optional[Tensor], dilation: int,
+                            silu: bool) -> Tensor:
+    return update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu)
+
+
+@causal_conv1d_update_op.register_fake
+def _(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu):
+    return new_output_as(x, x.shape)

@@ -1,0 +1,240 @@
+"""causal-conv1d's API on its kernels and registered ops (tcnkernels.ops.short_conv): the state
+paths on the depthwise kernels against the torch path and the formula, the decode update kernel
+against the torch path (circular buffers, state pools, mixed dtypes), packed sequences with states
+against per-segment calls, determinism, outputs modified in place, opcheck and torch.compile."""
+import pytest
+import torch
+from test_short_conv import _close, _view, reference
+
+import tcnkernels
+from helpers import LaunchRecorder, assert_close_to_reference
+from tcnkernels.ops import launching
+from tcnkernels.ops import short_conv as ops
+from tcnkernels.short_conv import causal_conv1d_fn, causal_conv1d_update
+
+
+def _grads(x, w, b, init, dilation, dtype_out=None):
+    """out, final and the gradients of a fixed function of both, through causal_conv1d_fn."""
+    leaves = [t for t in (x, w, b, init) if t is not None]
+    out, final = causal_conv1d_fn(x, w, b, initial_states=init, return_final_states=True, activation="silu",
+                                  dilation=dilation)
+    gen = torch.Generator().manual_seed(7)
+    dout = torch.randn(out.shape, generator=gen).to(out.dtype)
+    dfinal = torch.randn(final.shape, generator=gen).to(final.dtype)
+    grads = torch.autograd.grad((out.float() * dout.float()).sum() + (final.float() * dfinal.float()).sum(), leaves)
+    return out.detach(), final.detach(), grads
+
+
+@pytest.mark.parametrize("width, dilation", [(4, 1), (4, 8), (16, 1), (3, 5)], ids=str)
+@pytest.mark.parametrize("channel_last", [False, True], ids=["ncl", "nlc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_state_path_on_the_kernels(width, dilation, channel_last, dtype):
+    """Initial states on the depthwise kernels (a copy with the history in front): output, final
+    states and every gradient against the formula in fp64, and the kernels really run."""
+    torch.manual_seed(width * dilation)
+    batch, dim, L = 2, 12, 37
+    S = (width - 1) * dilation
+    x = _view(torch.randn(batch, dim, L).to(dtype), channel_last).requires_grad_(True)
+    w = torch.randn(dim, width).to(dtype).requires_grad_(True)
+    b = torch.randn(dim).to(dtype).requires_grad_(True)
+    init = torch.randn(batch, dim, S).to(dtype).requires_grad_(True)
+    with LaunchRecorder() as rec:
+        out, final, grads = _grads(x, w, b, init, dilation)
+    assert "depthwise_conv1d_kernel" in rec.launches and "depthwise_weight_grad_kernel" in rec.launches
+    assert out.dtype == dtype and (out.stride(1) == 1) == channel_last
+    ins = [t.detach().double().requires_grad_(True) for t in (x, w, b, init)]
+    ref, xs = reference(ins[0], ins[1], ins[2], dilation, ins[3], activation="silu")
+    gen = torch.Generator().manual_seed(7)
+    dout, dfinal = torch.randn(out.shape, generator=gen), torch.randn(final.shape, generator=gen)
+    dout, dfinal = dout.to(dtype).double(), dfinal.to(dtype).double()
+    ref_final = xs[..., xs.shape[-1] - S:]
+    ref_grads = torch.autograd.grad((ref * dout).sum() + (ref_final * dfinal).sum(), ins)
+    with tcnkernels.use_backend("torch"):  # PyTorch's own error in this dtype, for the bound
+        same = _grads(*[t.detach().requires_grad_(True) for t in (x, w, b, init)], dilation)
+    for name, got, want, torch_same in zip(["out", "final", "dx", "dweight", "dbias", "dinit"], (out, final, *grads),
+                                           (ref, ref_final, *ref_grads), (same[0], same[1], *same[2])):
+        assert_close_to_reference(name, got, want.detach(), torch_same)
+
+
+def test_backward_is_bitwise_deterministic():
+    torch.manual_seed(0)
+    x = torch.randn(3, 16, 300, requires_grad=True)
+    w, b = torch.randn(16, 4, requires_grad=True), torch.randn(16, requires_grad=True)
+    init = torch.randn(3, 16, 6, requires_grad=True)
+    seq_idx = torch.tensor([[0] * 100 + [1] * 200] * 3, dtype=torch.int32)
+    for kwargs in (dict(initial_states=init), dict(seq_idx=seq_idx, initial_states=init)):
+        runs = [torch.autograd.grad(causal_conv1d_fn(x, w, b, activation="silu", dilation=2, **kwargs).square().sum(),
+                                    [x, w, b, init]) for _ in range(3)]
+        for run in runs[1:]:
+            for got, first in zip(run, runs[0]):
+                assert torch.equal(got, first)
+
+
+@pytest.mark.parametrize("states", [False, True], ids=["stateless", "states"])
+def test_output_modified_in_place_before_the_backward(states):
+    """The backward recomputes what it needs: modifying the output in place changes nothing."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 8, 30, requires_grad=True)
+    w = torch.randn(8, 4, requires_grad=True)
+    init = torch.randn(2, 8, 3) if states else None
+    dout = torch.randn(2, 8, 30)
+    want = torch.autograd.grad(causal_conv1d_fn(x, w, initial_states=init, activation="silu"), [x, w], dout)
+    out = causal_conv1d_fn(x, w, initial_states=init, activation="silu")
+    out.mul_(2.0)  # d(2 out) = 2 dout
+    got = torch.autograd.grad(out, [x, w], dout / 2)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r)
+
+
+def test_packed_sequences_with_states_equal_per_segment_calls():
+    """seq_idx with initial and final states: the states continue the first sequence, the final
+    states are the last sequence's (zeros in front where it is shorter than S)."""
+    torch.manual_seed(2)
+    dim, width, dilation = 5, 4, 2
+    S = (width - 1) * dilation
+    lengths = [9, 13, 4]  # the last shorter than S
+    seq_idx = torch.cat([torch.full((n,), i, dtype=torch.int32) for i, n in enumerate(lengths)])[None]
+    x = _view(torch.randn(1, dim, sum(lengths)), True)
+    w, b, init = torch.randn(dim, width), torch.randn(dim), torch.randn(1, dim, S)
+    out, final = causal_conv1d_fn(x, w, b, seq_idx=seq_idx, initial_states=init, return_final_states=True,
+                                  activation="silu", dilation=dilation)
+    ref, _ = reference(x, w, b, dilation, init, seq_idx=seq_idx, activation="silu")
+    _close("out", out, ref, torch.float32)
+    start = 0
+    for i, n in enumerate(lengths):
+        alone, alone_final = causal_conv1d_fn(x[..., start:start + n], w, b, initial_states=init if i == 0 else None,
+                                              return_final_states=True, activation="silu", dilation=dilation)
+        torch.testing.assert_close(out[..., start:start + n], alone, rtol=1e-6, atol=1e-6)
+        start += n
+    torch.testing.assert_close(final, alone_final)
+
+
+def _pool(seed, pool, dim, state_len, dtype):
+    return torch.randn(pool, dim, state_len, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+@pytest.mark.parametrize("seqlen", [1, 4, 15])
+@pytest.mark.parametrize("mode", ["shift", "circular", "pool", "circular-pool"])
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32)],
+                         ids=["fp32", "bf16-x-fp32-state"])
+def test_update_kernel_against_the_torch_path(seqlen, mode, dtypes):
+    """The update kernel (one launch) against the PyTorch ops, at state_len above S and random
+    cache_seqlens (below S too); a padding slot's state is exactly unchanged."""
+    torch.manual_seed(seqlen)
+    x_dtype, state_dtype = dtypes
+    batch, dim, width, dilation = 4, 19, 4, 3
+    S = (width - 1) * dilation
+    state_len = S + 3  # seqlen 15 > state_len: the last tokens win
+    pooled, circular = "pool" in mode, "circular" in mode
+    idx = torch.tensor([5, -1, 0, 2], dtype=torch.int32) if pooled else None
+    n = 7 if pooled else batch
+    x = _view(torch.randn(batch, dim, seqlen).to(x_dtype), seqlen % 2 == 0)
+    w, b = torch.randn(dim, width), torch.randn(dim).to(x_dtype)
+    cache = torch.randint(0, 3 * state_len, (batch,), dtype=torch.int32) if circular else None
+    state, before = _pool(seqlen, n, dim, state_len, state_dtype), _pool(seqlen, n, dim, state_len, state_dtype)
+    with LaunchRecorder() as rec:
+        out = causal_conv1d_update(x, state, w, b, "silu", cache, idx, dilation=dilation)
+    assert rec.launches == ["causal_conv1d_update_kernel"]
+    ref_state = before.clone()
+    with tcnkernels.use_backend("torch"):
+        ref = causal_conv1d_update(x, ref_state, w, b, "silu", cache, idx, dilation=dilation)
+    assert out.dtype == x_dtype and out.shape == x.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5 if x_dtype == torch.float32 else 1e-2, atol=1e-5)
+    assert torch.equal(state, ref_state)
+    if pooled:
+        assert (out[1] == 0).all()
+        untouched = [i for i in range(n) if i not in (5, 0, 2)]
+        assert torch.equal(state[untouched], before[untouched])
+
+
+def test_update_is_one_launch_for_a_large_batch():
+    """Batch 64 x dim 4096, planned on meta tensors: one launch whose grid covers every row and channel."""
+    grids = []
+
+    def record(kernel, grid, device_of, tensors, static):
+        grids.append((kernel.fn.__name__, grid, static["BLOCK_C"]))
+
+    with launching.launches_replaced(record), torch.device("meta"):
+        x, state = torch.empty(64, 4096, 1), torch.empty(64, 4096, 3)
+        ops.update(x, state, torch.empty(4096, 4), None, None, None, 1, True)
+    [(name, grid, block_c)] = grids
+    assert name == "causal_conv1d_update_kernel" and grid[0] == 64 and grid[1] * block_c >= 4096
+
+
+def _op_cases():
+    torch.manual_seed(3)
+    x, w, b = torch.randn(2, 6, 11), torch.randn(6, 3), torch.randn(6)
+    init, seq = torch.randn(2, 6, 4), torch.tensor([[0] * 5 + [1] * 6, [0] * 11], dtype=torch.int32)
+    return x, w, b, init, seq
+
+
+@pytest.mark.parametrize("case", ["plain", "states", "seq_idx", "channel-last"])
+def test_registered_ops_pass_opcheck(case):
+    x, w, b, init, seq = _op_cases()
+    if case == "channel-last":
+        x = x.transpose(1, 2).contiguous().transpose(1, 2)
+    args = (x.requires_grad_(True), w.requires_grad_(True), b, seq if case == "seq_idx" else None,
+            init.requires_grad_(True) if case == "states" else None, 2, True)
+    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d, args)
+    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_backward,
+                          (torch.randn(2, 6, 11), *[a.detach() if isinstance(a, torch.Tensor) else a for a in args]))
+
+
+@pytest.mark.parametrize("mode", ["shift", "circular", "pool"])
+def test_update_op_passes_opcheck(mode):
+    torch.manual_seed(4)
+    cache = torch.tensor([3, 9], dtype=torch.int32) if mode == "circular" else None
+    idx = torch.tensor([2, -1], dtype=torch.int32) if mode == "pool" else None
+    state = torch.randn(3 if mode == "pool" else 2, 6, 5)
+    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_update,
+                          (torch.randn(2, 6, 2), state, torch.randn(6, 3), torch.randn(6), cache, idx, 2, True))
+
+
+@pytest.mark.slow
+def test_packed_states_and_the_update_compile_without_graph_breaks():
+    torch._dynamo.reset()
+    torch.manual_seed(5)
+    x, w, b, init, seq = _op_cases()
+    x.requires_grad_(True)
+
+    def fn(x, w, b, init, seq):
+        out, final = causal_conv1d_fn(x, w, b, seq_idx=seq, initial_states=init, return_final_states=True,
+                                      activation="silu", dilation=2)
+        return out.square().sum() + final.sum()
+
+    got = torch.autograd.grad(torch.compile(fn, fullgraph=True)(x, w, b, init, seq), x)
+    want = torch.autograd.grad(fn(x, w, b, init, seq), x)
+    torch.testing.assert_close(got, want)
+
+    def step(x, state, w, b, cache):
+        return causal_conv1d_update(x, state, w, b, "silu", cache, dilation=2)
+
+    cache = torch.tensor([3, 9], dtype=torch.int32)
+    state = torch.randn(2, 6, 5)
+    ref_state = state.clone()
+    got = torch.compile(step, fullgraph=True)(x[..., :2].detach(), state, w, b, cache)
+    want = step(x[..., :2].detach(), ref_state, w, b, cache)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(state, ref_state)
+
+
+def test_fp64_runs_the_kernels_in_fp64():
+    torch.manual_seed(6)
+    x = torch.randn(2, 5, 21, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    init = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    with LaunchRecorder() as rec:
+        out = causal_conv1d_fn(x, w, initial_states=init, activation="silu", dilation=2)
+        grads = torch.autograd.grad(out.sum(), [x, w, init])
+    assert "depthwise_conv1d_kernel" in rec.launches
+    ref, _ = reference(x, w, None, 2, init, activation="silu")
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads, torch.autograd.grad(ref.sum(), [x, w, init])):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    state = torch.randn(2, 5, 6, dtype=torch.float64)
+    ref_state = state.clone()
+    got = causal_conv1d_update(x[..., :3].detach(), state, w.detach(), activation="silu", dilation=2)
+    with tcnkernels.use_backend("torch"):
+        want = causal_conv1d_update(x[..., :3].detach(), ref_state, w.detach(), activation="silu", dilation=2)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.equal(state, ref_state)
