@@ -3,6 +3,7 @@
     python benchmarks/sass_profile.py                      # all configs, tf32/ieee/bf16, sm_90 + sm_80
     python benchmarks/sass_profile.py --configs seq-mnist --precisions tf32 --archs 90 --out /tmp/p
     python benchmarks/sass_profile.py --variants           # the general op's activations, gates, depthwise
+    python benchmarks/sass_profile.py --short-conv         # causal-conv1d's API: widths 4 and 16, dilations 1, 8
 
 Writes sass-sm90.json and sass-sm90.md (default: benchmarks/results/) and prints any broken budget.
 Run it after every kernel or launcher change and compare with the committed tables (docs/speed.md
@@ -30,9 +31,13 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--variants", action="store_true",
                         help="the general op's activations, gates and depthwise kernels (sass-sm90-variants.md)")
+    parser.add_argument("--short-conv", action="store_true",
+                        help="causal-conv1d's API: forward, backward, update (sass-sm90-short-conv.md)")
     args = parser.parse_args()
     if args.variants:
         return _variants(args.out)
+    if args.short_conv:
+        return _short_conv(args.out)
     rows = sp.profile(args.configs.split(","), args.precisions.split(","), [int(a) for a in args.archs.split(",")],
                         workers=args.workers)
     env = sp.environment()
@@ -42,6 +47,23 @@ def main():
     for v in broken:
         print(f"BUDGET BROKEN: {v}")
     return 1 if broken else 0
+
+
+def _short_conv(out):
+    import json
+
+    from tools.static_profile import short_conv
+    fn_rows, upd_rows = short_conv.rows(), short_conv.update_rows()
+    env = sp.environment()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sass-sm90-short-conv.json").write_text(json.dumps(dict(environment=env, rows=fn_rows, update=upd_rows),
+                                                              indent=1))
+    (out / "sass-sm90-short-conv.md").write_text(short_conv.render_markdown(fn_rows, upd_rows, env))
+    print(f"wrote {out / 'sass-sm90-short-conv.md'}")
+    for v in short_conv.violations(fn_rows):
+        print(f"BUDGET NOT MET: {v}")
+    return 0
 
 
 def _variants(out):

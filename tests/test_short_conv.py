@@ -92,7 +92,9 @@ def test_half_inputs_accumulate_in_fp32(dtype, weight_dtype):
     weight_dtype = dtype if weight_dtype == "same" else weight_dtype
     x = torch.randn(2, 10, 67).to(dtype)
     w, b = torch.randn(10, 4).to(weight_dtype), torch.randn(10).to(weight_dtype)
-    out = causal_conv1d_fn(x, w, b, activation="swish", dilation=2)
+    with LaunchRecorder() as rec:
+        out = causal_conv1d_fn(x, w, b, activation="swish", dilation=2)
+    assert rec.launches == ["depthwise_conv1d_kernel"], "weights in their own dtype run the kernels"
     assert out.dtype == dtype
     ref, _ = reference(x, w, b, 2, activation="silu")
     torch_same = F.silu(F.conv1d(F.pad(x.float(), (6, 0)), w.float().unsqueeze(1), b.float(), dilation=2,

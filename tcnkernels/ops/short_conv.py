@@ -4,10 +4,11 @@
   forward    out = act(bias + sum_k w[:, k] * xs[..., t + k*D]), xs = cat(initial states or zeros, x)
              (S = (K-1)*D columns of history); with seq_idx a tap counts where its source's seq_idx
              equals the output's, and outputs whose seq_idx < 0 are 0
-  kernels    the depthwise Triton kernels, where x, weight, bias and states share a dtype and there is
-             no seq_idx: on x itself, or with initial states on xs (a copy in x's layout), whose S
-             leading outputs are dropped
-  torch      the rest (seq_idx, mixed dtypes, the torch backend), accumulated in fp32 (fp64 for fp64)
+  kernels    the depthwise Triton kernels, without seq_idx (weight and bias in their own dtypes, loaded
+             into the fp32 accumulator; initial states in x's): on x itself, or with initial states on
+             xs (a copy in x's layout), whose S leading outputs are dropped
+  torch      the rest (seq_idx, states in another dtype, fp64 mixed with others, the torch backend),
+             accumulated in fp32 (fp64 for fp64)
   backward   recomputes the pre-activation (the caller may have modified the output in place), then
              the depthwise kernels' input and weight gradients (torch: per-tap products and sums), so
              it is bitwise deterministic: no atomics anywhere
@@ -42,8 +43,12 @@ def acc_dtype(*tensors):
 
 
 def _uses_kernels(x, weight, bias, seq_idx, initial_states):
-    return (seq_idx is None and select_backend(x.device) == "triton"
-            and all(t is None or t.dtype == x.dtype for t in (weight, bias, initial_states)))
+    """Whether the depthwise kernels run it: no seq_idx, initial states in x's dtype (they are copied
+    beside x), weight and bias in any dtype (the kernels load them into the fp32 accumulator) unless
+    fp64 is mixed with another dtype (the kernels accumulate in fp64 only for fp64 x)."""
+    fp64 = [t.dtype == torch.float64 for t in (x, weight, bias) if t is not None]
+    return (seq_idx is None and select_backend(x.device) == "triton" and (all(fp64) or not any(fp64))
+            and (initial_states is None or initial_states.dtype == x.dtype))
 
 
 def _spec(width, dilation, silu):
@@ -73,7 +78,7 @@ def _in_layout(x, t):
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorch ops: seq_idx, mixed dtypes, the torch backend
+# PyTorch ops: seq_idx, states in another dtype, fp64 mixed with others, the torch backend
 
 def history_seq_idx(seq_idx, S):
     """seq_idx of xs's columns: the history continues each row's first sequence."""

@@ -258,12 +258,35 @@ def update_launches(dim, width, dilation, state_len, seqlen, dtype, state_dtype,
     return launches
 
 
+def fn_launches(width, dilation, precision, channel_last, arch, dim=1536, L=2048, batch=4, weight_dtype=None,
+                states=False):
+    """The launches of causal_conv1d_fn(x, w, b, activation="silu") forward + backward (with initial
+    states: their gradient too), on meta tensors; weight and bias in weight_dtype (default x's)."""
+    from tcnkernels.short_conv import causal_conv1d_fn
+    dtype, tf32 = PRECISIONS[precision]
+    weight_dtype = weight_dtype or dtype
+    with recorded_launches(arch, tf32) as launches, use_backend("triton"), torch.device("meta"):
+        x = torch.empty((batch, L, dim) if channel_last else (batch, dim, L), dtype=dtype)
+        x = (x.transpose(1, 2) if channel_last else x).requires_grad_(True)
+        w = torch.empty(dim, width, dtype=weight_dtype, requires_grad=True)
+        b = torch.empty(dim, dtype=weight_dtype, requires_grad=True)
+        init = torch.empty(batch, dim, (width - 1) * dilation, dtype=dtype, requires_grad=True) if states else None
+        y = causal_conv1d_fn(x, w, b, initial_states=init, activation="silu", dilation=dilation)
+        y.backward(torch.empty_like(y))
+    return launches
+
+
+# causal_conv1d_fn beyond what the general op's sweep reaches: weights in fp32 beside bf16 x, states
+FN_SWEEP = ((4, 1, "bf16", False, torch.float32, True), (4, 1, "bf16", True, torch.float32, False),
+            (16, 8, "bf16", True, None, True), (16, 1, "ieee", False, None, False), (4, 8, "ieee", True, None, False))
+
+
 def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, torch.float64)):
     """One launch per configuration the launchers can choose (kernel, dtypes, every constexpr and
     launch option), over a sweep of shapes that crosses every breakpoint of the tile heuristics (single
     convs) and every epilogue and gate the fused block uses (blocks with and without a downsample,
     dropout, training and inference, conv2's output recomputed or kept), the streaming step at
-    every register width, and causal-conv1d's decode update in each of its modes. Each is compiled
+    every register width, and causal-conv1d's API (states, fp32 weights, its decode update's modes). Each is compiled
     with the runtime specialisation of the first shape that chose it."""
     distinct = {}
 
@@ -294,4 +317,6 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
             add(stream_launches(c_in, widths, K, dtype, arch))
     for case in UPDATE_SWEEP:
         add(update_launches(*case, arch))
+    for width, dilation, precision, channel_last, weight_dtype, states in FN_SWEEP:
+        add(fn_launches(width, dilation, precision, channel_last, arch, weight_dtype=weight_dtype, states=states))
     return list(distinct.values())

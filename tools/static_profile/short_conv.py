@@ -1,0 +1,146 @@
+"""Static profile of causal-conv1d's API (tcnkernels.short_conv) on sm_90: the kernels a
+causal_conv1d_fn forward + backward (SiLU, bias) and a decode update launch, at Mamba-like widths,
+widths 4 and 16, dilations 1 and 8, both layouts, fp32 and bf16.
+
+Budgets: the forward <= 1.5 warp-instructions per output with 16-byte loads and no spills; the
+backward's kernels (the pre-activation recomputed, the input and weight gradients) within 2x the
+forward's instructions per output. Width 4 meets the forward's; width 16 and the backward do not
+yet (benchmarks/results/sass-sm90-short-conv.md lists them). The compile tier guards what holds
+(`held_violations`). The update is one launch for the batch; its instructions are reported.
+"""
+import math
+
+from .launches import PRECISIONS, fn_launches, update_launches
+from .sass import compile_launch
+
+FORWARD_BUDGET, BACKWARD_RATIO = 1.5, 2.0
+DIM, L, BATCH = 1536, 2048, 4
+WIDTHS, DILATIONS = (4, 16), (1, 8)
+
+
+def _update_launches(width, dilation, precision, arch):
+    """One decode step of batch 64 x dim 4096 (bias, SiLU, shift mode)."""
+    dtype = PRECISIONS[precision][0]
+    return update_launches(4096, width, dilation, (width - 1) * dilation, 1, dtype, dtype, False, False, True, arch)
+
+
+def _per_output(launch, arch):
+    """(role, binary, warp-instructions per output) of one depthwise or update launch."""
+    a = launch.named
+    name = launch.kernel.fn.__name__
+    binary = compile_launch(launch, arch)
+    if name == "depthwise_conv1d_kernel":
+        role = "input-grad" if a["ANTI_CAUSAL"] else ("recompute" if not a["ACTIVATION"] else "forward")
+        outputs, trips = a["BLOCK_C"] * a["BLOCK_T"], 1 if a["UNROLL"] else a["K"]
+    elif name == "depthwise_weight_grad_kernel":
+        items = math.ceil(a["B"] * a["N_T_BLOCKS"] / a["N_CHUNKS"])
+        role, outputs, trips = "weight-grad", items * a["BLOCK_C"] * a["BLOCK_T"], items
+    elif name == "causal_conv1d_update_kernel":
+        role, outputs, trips = "update", a["BLOCK_C"] * a["SEQLEN"], 1
+    else:
+        return None, binary, 0.0  # the weight-gradient finalize: C * K numbers
+    return role, binary, binary.num_warps * (binary.outside + trips * binary.loop) / outputs
+
+
+def rows(precisions=("ieee", "bf16"), arch=90, widths=WIDTHS):
+    out = []
+    for precision in precisions:
+        for width in widths:
+            for dilation in DILATIONS:
+                for channel_last in (False, True):
+                    per_role = {}
+                    for launch in fn_launches(width, dilation, precision, channel_last, arch, DIM, L, BATCH):
+                        role, binary, per_output = _per_output(launch, arch)
+                        if role is None:
+                            continue
+                        per_role[role] = dict(per_output=round(per_output, 2), registers=binary.registers,
+                                              spills=binary.spill_store_bytes + binary.spill_load_bytes,
+                                              loads="/".join(map(str, sorted({binary.widest_load_bytes,
+                                                                              *binary.loop_load_bytes}))))
+                    fwd = per_role["forward"]
+                    backward = sum(r["per_output"] for role, r in per_role.items() if role != "forward")
+                    out.append(dict(precision=precision, width=width, dilation=dilation,
+                                    layout="channel-last" if channel_last else "channel-first",
+                                    forward=fwd["per_output"], loads=fwd["loads"], registers=fwd["registers"],
+                                    spills=sum(r["spills"] for r in per_role.values()),
+                                    backward=round(backward, 2), backward_ratio=round(backward / fwd["per_output"], 2),
+                                    roles={role: r["per_output"] for role, r in per_role.items()}))
+    return out
+
+
+def update_rows(precisions=("ieee", "bf16"), arch=90):
+    out = []
+    for precision in precisions:
+        for width in WIDTHS:
+            for dilation in DILATIONS:
+                [launch] = _update_launches(width, dilation, precision, arch)
+                _, binary, per_output = _per_output(launch, arch)
+                out.append(dict(precision=precision, width=width, dilation=dilation, launches=1,
+                                grid="x".join(map(str, launch.grid)), per_output=round(per_output, 2),
+                                registers=binary.registers, spills=binary.spill_store_bytes + binary.spill_load_bytes))
+    return out
+
+
+def _forward_violations(r):
+    name = f"causal_conv1d_fn {r['precision']} width {r['width']} dilation {r['dilation']} {r['layout']}"
+    broken = []
+    if r["forward"] > FORWARD_BUDGET:
+        broken.append(f"{name}: forward {r['forward']} warp-instructions per output > {FORWARD_BUDGET}")
+    if "16" not in r["loads"].split("/"):
+        broken.append(f"{name}: no 16-byte loads in the forward ({r['loads']})")
+    return broken
+
+
+def violations(fn_rows):
+    """Every budget the issue sets, broken or not (reported by benchmarks/sass_profile.py --short-conv)."""
+    broken = []
+    for r in fn_rows:
+        name = f"causal_conv1d_fn {r['precision']} width {r['width']} dilation {r['dilation']} {r['layout']}"
+        broken += _forward_violations(r)
+        if r["spills"]:
+            broken.append(f"{name}: spills {r['spills']} B")
+        if r["backward_ratio"] > BACKWARD_RATIO:
+            broken.append(f"{name}: backward {r['backward']} per output, {r['backward_ratio']}x the forward "
+                          f"(budget {BACKWARD_RATIO}x)")
+    return broken
+
+
+def held_violations(fn_rows, upd_rows):
+    """The budgets the kernels meet today, guarded by the compile tier against regressions: width 4's
+    forward at every dilation, layout and precision, and the update's one launch without spills."""
+    broken = [v for r in fn_rows if r["width"] == 4 for v in _forward_violations(r)]
+    broken += [f"update {r['precision']} width {r['width']} dilation {r['dilation']}: {r['launches']} launches, "
+               f"{r['spills']} B spilled" for r in upd_rows if r["launches"] != 1 or r["spills"]]
+    return broken
+
+
+def _name(row):
+    return "fp32" if row["precision"] == "ieee" else row["precision"]
+
+
+def render_markdown(fn_rows, upd_rows, env):
+    lines = ["# Static profile of causal-conv1d's API, sm_90", "",
+             f"Compiled on a CPU with Triton {env.get('triton')} (no GPU, nothing timed): warp-instructions per "
+             "output from the SASS (tools/static_profile/short_conv.py). causal_conv1d_fn with bias and SiLU, "
+             f"dim {DIM}, seqlen {L}, batch {BATCH}; the backward is the pre-activation recomputed, the input "
+             "gradient and the weight gradient (its finalize, C x K numbers, left out).", "",
+             f"Budgets: forward <= {FORWARD_BUDGET}, 16-byte loads, no spills; backward <= {BACKWARD_RATIO}x the "
+             "forward.", "",
+             "| precision | width | dilation | layout | forward | loads (B) | registers | backward "
+             "(recompute + input + weight) | backward / forward | spills (B) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in fn_rows:
+        roles = r["roles"]
+        parts = " + ".join(str(roles.get(k, "-")) for k in ("recompute", "input-grad", "weight-grad"))
+        lines.append(f"| {_name(r)} | {r['width']} | {r['dilation']} | {r['layout']} | {r['forward']} | "
+                     f"{r['loads']} | {r['registers']} | {r['backward']} ({parts}) | {r['backward_ratio']} | "
+                     f"{r['spills']} |")
+    lines += ["", "## Decode update (batch 64, dim 4096, one token)", "",
+              "| precision | width | dilation | launches | grid | per output | registers | spills (B) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in upd_rows:
+        lines.append(f"| {_name(r)} | {r['width']} | {r['dilation']} | {r['launches']} | {r['grid']} | "
+                     f"{r['per_output']} | {r['registers']} | {r['spills']} |")
+    broken = violations(fn_rows)
+    lines += ["", "## Budgets not met", ""] + ([f"- {v}" for v in broken] or ["none"])
+    return "\n".join(lines) + "\n"
