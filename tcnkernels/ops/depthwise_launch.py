@@ -111,12 +111,14 @@ def _launch(inp, w, bias, out, pre, slope, spec, epilogue, anti_causal):
         "in_ptr": inp, "w_ptr": w, "bias_ptr": bias, "out_ptr": out, "pre_ptr": pre, "slope_ptr": slope}, static)
 
 
-def depthwise_forward(x, weight, bias=None, *, spec: ConvSpec, epilogue: Optional[Epilogue] = None, slope=None):
-    """y = act(depthwise conv(x, weight) + bias), in x's layout; weight (C, 1, K). Returns y, or
+def depthwise_forward(x, weight, bias=None, *, spec: ConvSpec, epilogue: Optional[Epilogue] = None, slope=None,
+                      out_dtype=None):
+    """y = act(depthwise conv(x, weight) + bias), in x's layout and dtype (or out_dtype: the fp32
+    accumulator stored as it is); weight (C, 1, K) and bias in any float dtype. Returns y, or
     (y, pre-activation) when the epilogue stores it."""
     if epilogue is None:
         epilogue = spec.epilogue()
-    y = new_output_as(x, x.shape)
+    y = new_output_as(x, x.shape, out_dtype)
     pre = new_output_as(x, x.shape) if epilogue.store_pre else None
     if x.numel():
         _launch(x, weight, bias, y, pre, slope, spec, epilogue, False)
@@ -126,9 +128,10 @@ def depthwise_forward(x, weight, bias=None, *, spec: ConvSpec, epilogue: Optiona
 _PLAIN = Epilogue()
 
 
-def depthwise_input_grad(g, weight, *, spec: ConvSpec):
-    """dx[b, c, t] = sum_k w[c, k] g[b, c, t + shift_k]: the forward kernel with taps read ahead."""
-    dx = new_output_as(g, g.shape)
+def depthwise_input_grad(g, weight, *, spec: ConvSpec, out_dtype=None):
+    """dx[b, c, t] = sum_k w[c, k] g[b, c, t + shift_k]: the forward kernel with taps read ahead; dx
+    in g's layout and dtype (or out_dtype)."""
+    dx = new_output_as(g, g.shape, out_dtype)
     if g.numel():
         _launch(g, weight, None, dx, None, None, spec, _PLAIN, True)
     return dx

@@ -29,13 +29,13 @@ def new_output(like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     return out
 
 
-def new_output_as(like: torch.Tensor, shape) -> torch.Tensor:
+def new_output_as(like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     """new_output in like's layout: (B, C, L) with L-major strides (a channel-last view) when like
     is one (its channel stride 1, with more than one channel), else contiguous."""
     B, C, L = shape
     if like.dim() == 3 and like.stride(1) == 1 and like.shape[1] > 1 and like.stride(2) != 1:
-        return new_output(like, (B, L, C)).transpose(1, 2)
-    return new_output(like, shape)
+        return new_output(like, (B, L, C), dtype).transpose(1, 2)
+    return new_output(like, shape, dtype)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,9 +9,9 @@
              xs (a copy in x's layout), whose S leading outputs are dropped
   torch      the rest (seq_idx, states in another dtype, fp64 mixed with others, the torch backend),
              accumulated in fp32 (fp64 for fp64)
-  backward   recomputes the pre-activation (the caller may have modified the output in place), then
-             the depthwise kernels' input and weight gradients (torch: per-tap products and sums), so
-             it is bitwise deterministic: no atomics anywhere
+  backward   recomputes the pre-activation in fp32 (the caller may have modified the output in
+             place) and takes dz in fp32, then the depthwise kernels' input and weight gradients
+             (torch: per-tap products and sums): no atomics anywhere, so bitwise deterministic
   update     one kernel launch (tcnkernels.ops.update_launch), or PyTorch ops on the torch backend
 
 Eager code calls `CausalConv1dFunction` and `update`; under torch.compile the public functions call
@@ -70,6 +70,16 @@ def _with_history(x, history, S):
 def _copy_as(x, t):
     """t copied into a fresh tensor in x's layout (an op's outputs may not be views)."""
     return new_output_as(x, t.shape).copy_(t)
+
+
+def _in_layout_of(like, t):
+    """t, or a copy of it in new_output_as(like)'s layout when its strides differ (an op's outputs
+    have the layout its fake implementation promises)."""
+    B, C, L = t.shape
+    channel_last = like.stride(1) == 1 and like.shape[1] > 1 and like.stride(2) != 1
+    want = (L * C, 1, C) if channel_last else (C * L, L, 1)
+    same = all(s == w or n == 1 for s, w, n in zip(t.stride(), want, t.shape))
+    return t if same else _copy_as(like, t)
 
 
 def _in_layout(x, t):
@@ -170,15 +180,16 @@ def backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
         w3 = weight.unsqueeze(1)
         xs = x if initial_states is None else _with_history(x, initial_states, S)
         g = dout
-        if silu:
-            pre = depthwise_forward(xs, w3, bias, spec=plain)
-            g = activation_backward(dout, pre if initial_states is None else pre[..., S:], SILU)[0]
+        if silu:  # dz in fp32, as a fused backward keeps it (16-bit dz would cost dweight ~2^-9 per term)
+            acc = acc_dtype(x)
+            pre = depthwise_forward(xs, w3, bias, spec=plain, out_dtype=acc)
+            g = activation_backward(dout.to(acc), pre if initial_states is None else pre[..., S:], SILU)[0]
         if initial_states is not None:
             g = _with_history(g, None, S)  # the S leading outputs were dropped: no gradient
-        dxs = depthwise_input_grad(g, w3, spec=plain)
+        dxs = depthwise_input_grad(g, w3, spec=plain, out_dtype=x.dtype)
         dw, db = depthwise_weight_grad(g, xs, w3, spec=plain)
         dw = dw.reshape(weight.shape)
-        dx = dxs if initial_states is None else _copy_as(dout, dxs[..., S:])
+        dx = _in_layout_of(dout, dxs) if initial_states is None else _copy_as(dout, dxs[..., S:])
     dh = x.new_empty(0) if initial_states is None else dxs[..., :S].to(initial_states.dtype).contiguous()
     db = x.new_empty(0) if bias is None else db.to(bias.dtype)
     return dx.to(x.dtype), dw.to(weight.dtype), db, dh
