@@ -38,9 +38,19 @@ from .ops import short_conv as ops
 ACTIVATIONS = (None, "silu", "swish")
 
 
+class DtypeError(TypeError, ValueError):
+    """A tensor of the wrong dtype: a TypeError, as tcnkernels raises for dtypes, and a ValueError,
+    as callers of causal-conv1d's API check for."""
+
+
 def _check_float(name, t, ndim, device=None):
     """functional's tensor check (type, float dtype, rank), and x's device."""
-    _check_tensor(name, t, ndim)
+    try:
+        _check_tensor(name, t, ndim)
+    except TypeError as exc:
+        if isinstance(t, torch.Tensor):
+            raise DtypeError(str(exc)) from None
+        raise
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device} but x is on {device}")
 
@@ -51,8 +61,10 @@ def _check_shape(name, t, shape):
 
 
 def _check_index(name, t, shape, device):
-    if not isinstance(t, torch.Tensor) or t.dtype != torch.int32:
-        raise TypeError(f"{name} must be an int32 tensor, got {getattr(t, 'dtype', type(t).__name__)}")
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be an int32 tensor, got {type(t).__name__}")
+    if t.dtype != torch.int32:
+        raise DtypeError(f"{name} must be an int32 tensor, got {t.dtype}")
     _check_shape(name, t, shape)
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but x is on {device}")
@@ -187,9 +199,12 @@ def causal_conv1d_varlen_states(x: Tensor, cu_seqlens: Tensor, state_len: int) -
     `causal_conv1d_varlen_states`: x (total_tokens, dim), cu_seqlens (batch + 1,) int32 offsets.
     Returns (batch, dim, state_len) with channel-last strides, zero where a sequence is shorter."""
     _check_float("x", x, (2,))
-    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dtype not in (torch.int32, torch.int64) \
-            or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
-        raise TypeError("cu_seqlens must be a 1-D int32 tensor of batch + 1 offsets")
+    if not isinstance(cu_seqlens, torch.Tensor):
+        raise TypeError(f"cu_seqlens must be a 1-D int32 tensor of batch + 1 offsets, got {type(cu_seqlens).__name__}")
+    if cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise DtypeError(f"cu_seqlens must be an int32 (or int64) tensor, got {cu_seqlens.dtype}")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
+        raise ValueError(f"cu_seqlens must be 1-D with batch + 1 offsets, got shape {tuple(cu_seqlens.shape)}")
     if cu_seqlens.device != x.device:
         raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but x is on {x.device}")
     if isinstance(state_len, bool) or not isinstance(state_len, int) or state_len < 0:

@@ -277,11 +277,14 @@ def test_bad_arguments_raise_before_any_work(call, message):
     (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(1, 2, 2), w,
                                        cache_seqlens=torch.zeros(1, dtype=torch.int64)), "cache_seqlens"),
     (lambda x, w: causal_conv1d_update(x[..., 0], torch.zeros(1, 2, 2, dtype=torch.int32), w), "conv_state"),
+    (lambda x, w: causal_conv1d_varlen_states(x[0].T, torch.zeros(2), 3), "cu_seqlens"),
 ])
-def test_wrong_dtypes_raise_a_type_error(call, message):
+def test_wrong_dtypes_raise_a_type_and_value_error(call, message):
+    """A TypeError, as tcnkernels raises for dtypes, and a ValueError, as causal-conv1d's callers expect."""
     x, w = torch.randn(1, 2, 5), torch.randn(2, 3)
-    with pytest.raises(TypeError, match=message):
-        call(x, w)
+    for kind in (TypeError, ValueError):
+        with pytest.raises(kind, match=message):
+            call(x, w)
 
 
 @pytest.mark.slow
