@@ -60,7 +60,14 @@ GRID = [  # dim, seqlen, width, dilation
 @pytest.mark.parametrize("dim, seqlen, width, dilation", GRID, ids=str)
 @pytest.mark.parametrize("channel_last", [False, True], ids=["ncl", "nlc"])
 @pytest.mark.parametrize("states", [False, True], ids=["no-states", "states"])
-def test_fn_against_the_formula(dim, seqlen, width, dilation, channel_last, states):
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_fn_against_the_formula(dim, seqlen, width, dilation, channel_last, states, backend):
+    """The kernels (auto: Triton's interpreter here) and the PyTorch ops alike."""
+    with tcnkernels.use_backend(backend):
+        _fn_against_the_formula(dim, seqlen, width, dilation, channel_last, states)
+
+
+def _fn_against_the_formula(dim, seqlen, width, dilation, channel_last, states):
     torch.manual_seed(seqlen + width)
     batch, S = 2, (width - 1) * dilation
     x = _view(torch.randn(batch, dim, seqlen), channel_last).requires_grad_(True)
