@@ -10,8 +10,9 @@
 """
 from ._backend import BACKENDS, use_backend
 from ._version import __version__
+from .conversion import convert
 from .functional import causal_conv1d, conv1d
-from .nn import CausalConv1d, TemporalBlock, TemporalConv1d, TemporalConvNet, convert
+from .nn import CausalConv1d, TemporalBlock, TemporalConv1d, TemporalConvNet
 from .short_conv import ShortConvolution, causal_conv1d_fn, causal_conv1d_update, causal_conv1d_varlen_states
 from .streaming import Streamer
 

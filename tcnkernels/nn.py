@@ -1,4 +1,5 @@
-"""Drop-in modules: `TemporalConv1d`, `CausalConv1d`, `TemporalBlock`, `TemporalConvNet`, and `convert`."""
+"""Drop-in modules: `TemporalConv1d`, `CausalConv1d`, `TemporalBlock`, `TemporalConvNet` (swapping a
+model's blocks for them: tcnkernels.conversion)."""
 import functools
 
 import torch
@@ -278,73 +279,3 @@ class TemporalConvNet(nn.Module):
         for i, block in enumerate(blocks):
             x = block(x, seeds[2 * i:2 * i + 2]) if seeds is not None and isinstance(block, TemporalBlock) else block(x)
         return x
-
-
-def is_reference_block(module):
-    """Duck-typed: the authors' TemporalBlock and its copies, whatever the class is called."""
-    return (not isinstance(module, TemporalBlock)
-            and isinstance(getattr(module, "conv1", None), nn.Conv1d)
-            and isinstance(getattr(module, "conv2", None), nn.Conv1d)
-            and isinstance(getattr(module, "net", None), nn.Sequential)
-            and isinstance(getattr(module, "dropout1", None), nn.Dropout)
-            and hasattr(module, "chomp1") and hasattr(module, "downsample"))
-
-
-def weight_norm_parameters(conv):
-    """(g, v): the Parameters of a weight-normalised conv (legacy or parametrizations API), or None."""
-    if isinstance(getattr(conv, "weight_g", None), nn.Parameter) and isinstance(getattr(conv, "weight_v", None),
-                                                                                nn.Parameter):
-        return conv.weight_g, conv.weight_v
-    if parametrize.is_parametrized(conv, "weight"):
-        originals = conv.parametrizations.weight
-        if hasattr(originals, "original0") and hasattr(originals, "original1"):
-            return originals.original0, originals.original1
-    return None
-
-
-def _convert_block(ref):
-    """A fused block holding `ref`'s own Parameter objects (g, v, biases, downsample), so that an
-    optimizer built before convert() goes on updating the network."""
-    conv1 = ref.conv1
-    norms = [weight_norm_parameters(c) for c in (ref.conv1, ref.conv2)]
-    if (norms[0] is None) != (norms[1] is None):
-        raise ValueError("convert: conv1 and conv2 of a reference block must both use weight norm, or neither")
-    # Building the block draws its init from the RNG; fork it so convert() leaves the user's
-    # random stream (and so their later dropout masks) untouched. Its fresh parameters are replaced.
-    with torch.random.fork_rng(devices=[]):
-        block = TemporalBlock(conv1.in_channels, conv1.out_channels, conv1.kernel_size[0], conv1.stride[0],
-                              conv1.dilation[0], conv1.padding[0], dropout=ref.dropout1.p,
-                              weight_norm=norms[0] is not None)
-    for ours, theirs, norm in ((block.conv1, ref.conv1, norms[0]), (block.conv2, ref.conv2, norms[1])):
-        if norm is not None:
-            ours.weight_g, ours.weight_v = norm
-        else:
-            ours.weight = theirs.weight
-        ours.bias = theirs.bias
-    if (ref.downsample is None) != (block.downsample is None):
-        raise ValueError("convert: the reference block's downsample does not match its widths")
-    if ref.downsample is not None:
-        block.downsample.weight, block.downsample.bias = ref.downsample.weight, ref.downsample.bias
-    return block.train(ref.training)
-
-
-def convert(model):
-    """Swap every reference TemporalBlock inside `model` for a fused `TemporalBlock` that holds the
-    same Parameter objects (an optimizer built before still updates them).
-
-    Works in place on any model (a TemporalConvNet, or one holding blocks anywhere) and returns it;
-    if `model` itself is a reference block, returns its replacement.
-
-    Example:
-        >>> model = tcnkernels.convert(model)  # same state_dict, same outputs, fused kernels
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"convert expects an nn.Module, got {type(model).__name__}")
-    if is_reference_block(model):
-        return _convert_block(model)
-    for name, child in model.named_children():
-        if is_reference_block(child):
-            setattr(model, name, _convert_block(child))
-        else:
-            convert(child)
-    return model

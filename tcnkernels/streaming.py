@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._native import native_ops
-from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet, is_reference_block, weight_norm_parameters
+from .conversion import is_reference_block, weight_norm_parameters
+from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet
 from .ops import triton as triton_kernels
 from .ops.activations import RELU, activation_of
 

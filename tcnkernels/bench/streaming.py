@@ -19,7 +19,7 @@ import time
 import torch
 
 from .._backend import use_backend
-from ..nn import convert
+from ..conversion import convert
 from ..ops.reference import ReferenceTemporalConvNet
 from ..streaming import Streamer
 from . import markdown
