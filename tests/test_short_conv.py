@@ -36,6 +36,13 @@ def reference(x, weight, bias, dilation, initial_states=None, seq_idx=None, acti
     return out, xs
 
 
+@pytest.fixture(autouse=True)
+def _on_the_test_device(device):
+    """Every tensor a test makes is on the test device (CUDA in the GPU tier: compiled kernels)."""
+    with device:
+        yield
+
+
 def _view(t, channel_last):
     """A non-contiguous view of t (batch, dim, L): a slice of a wider tensor, in either layout."""
     batch, dim, L = t.shape

@@ -13,14 +13,26 @@ from tcnkernels.ops import short_conv as ops
 from tcnkernels.short_conv import causal_conv1d_fn, causal_conv1d_update
 
 
+@pytest.fixture(autouse=True)
+def _on_the_test_device(device):
+    """Every tensor a test makes is on the test device (CUDA in the GPU tier: compiled kernels)."""
+    with device:
+        yield
+
+
+def _randn(shape, generator):
+    """Seeded numbers that are the same on every device (drawn on the CPU)."""
+    return torch.randn(shape, generator=generator, device="cpu").to(torch.get_default_device())
+
+
 def _grads(x, w, b, init, dilation, dtype_out=None):
     """out, final and the gradients of a fixed function of both, through causal_conv1d_fn."""
     leaves = [t for t in (x, w, b, init) if t is not None]
     out, final = causal_conv1d_fn(x, w, b, initial_states=init, return_final_states=True, activation="silu",
                                   dilation=dilation)
     gen = torch.Generator().manual_seed(7)
-    dout = torch.randn(out.shape, generator=gen).to(out.dtype)
-    dfinal = torch.randn(final.shape, generator=gen).to(final.dtype)
+    dout = _randn(out.shape, gen).to(out.dtype)
+    dfinal = _randn(final.shape, gen).to(final.dtype)
     grads = torch.autograd.grad((out.float() * dout.float()).sum() + (final.float() * dfinal.float()).sum(), leaves)
     return out.detach(), final.detach(), grads
 
@@ -45,7 +57,7 @@ def test_state_path_on_the_kernels(width, dilation, channel_last, dtype):
     ins = [t.detach().double().requires_grad_(True) for t in (x, w, b, init)]
     ref, xs = reference(ins[0], ins[1], ins[2], dilation, ins[3], activation="silu")
     gen = torch.Generator().manual_seed(7)
-    dout, dfinal = torch.randn(out.shape, generator=gen), torch.randn(final.shape, generator=gen)
+    dout, dfinal = _randn(out.shape, gen), _randn(final.shape, gen)
     dout, dfinal = dout.to(dtype).double(), dfinal.to(dtype).double()
     ref_final = xs[..., xs.shape[-1] - S:]
     ref_grads = torch.autograd.grad((ref * dout).sum() + (ref_final * dfinal).sum(), ins)
@@ -110,7 +122,7 @@ def test_packed_sequences_with_states_equal_per_segment_calls():
 
 
 def _pool(seed, pool, dim, state_len, dtype):
-    return torch.randn(pool, dim, state_len, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    return _randn((pool, dim, state_len), torch.Generator().manual_seed(seed)).to(dtype)
 
 
 @pytest.mark.parametrize("seqlen", [1, 4, 15])
