@@ -281,3 +281,20 @@ def test_causal_conv1d_tolerances_with_fp32_weights(itype):
                                        [(rtol, atol), (1e-3, 1e-3), (1e-3, 1e-3), (rtol, atol)]):
         want = want.to(got.dtype).double()
         assert torch.allclose(got.double(), want, rtol=r, atol=a), f"{name}: {(got.double() - want).abs().max()}"
+
+
+@pytest.mark.parametrize("state_len", [0, 1, 2])
+@pytest.mark.parametrize("circular", [False, True], ids=["shift", "circular"])
+def test_update_of_a_one_tap_conv(state_len, circular):
+    """Width 1 keeps no history: any state_len (0 included) works, and the state still records x."""
+    torch.manual_seed(8)
+    x, w, b = torch.randn(2, 3, 3), torch.randn(3, 1), torch.randn(3)
+    state = torch.randn(2, 3, state_len)
+    ref_state = state.clone()
+    cache = torch.tensor([4, 1], dtype=torch.int32) if circular else None
+    out = causal_conv1d_update(x, state, w, b, cache_seqlens=cache)
+    with tcnkernels.use_backend("torch"):
+        ref = causal_conv1d_update(x, ref_state, w, b, cache_seqlens=cache)
+    torch.testing.assert_close(out, x * w[:, :1] + b[:, None])
+    torch.testing.assert_close(ref, out)
+    assert torch.equal(state, ref_state)

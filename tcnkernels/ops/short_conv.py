@@ -228,7 +228,7 @@ def torch_update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices,
     rows = None if conv_state_indices is None else conv_state_indices.long()
     state = conv_state if rows is None else conv_state[rows.clamp(min=0)]  # (batch, dim, state_len), a copy
     acc = acc_dtype(x, weight, bias, conv_state)
-    if cache_seqlens is None:
+    if cache_seqlens is None or state_len == 0:  # (a width-1 conv may keep no state: nothing to read or write)
         history = state[..., state_len - S:]
         new_state = torch.cat([state, x.to(state.dtype)], dim=-1)[..., seqlen:]
     else:

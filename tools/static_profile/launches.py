@@ -243,7 +243,8 @@ UPDATE_SWEEP = ((4096, 4, 1, 3, 1, torch.bfloat16, torch.bfloat16, False, False,
                 (4096, 4, 1, 8, 1, torch.bfloat16, torch.float32, True, True, False),
                 (1536, 4, 8, 40, 2, torch.float32, torch.float32, True, False, True),
                 (768, 16, 1, 15, 1, torch.float16, torch.float16, False, True, False),
-                (40, 3, 2, 4, 3, torch.float64, torch.float64, False, False, True))
+                (40, 3, 2, 4, 3, torch.float64, torch.float64, False, False, True),
+                (256, 1, 1, 1, 2, torch.float32, torch.float32, True, False, False))  # state_len 1: a constexpr
 
 
 def update_launches(dim, width, dilation, state_len, seqlen, dtype, state_dtype, circular, pooled, bias, arch):

@@ -49,6 +49,7 @@ def causal_conv1d_update_kernel(
     x_row = x_ptr + b.to(tl.int64) * s_x_b + offs_c * s_x_c
     out_row = out_ptr + b.to(tl.int64) * s_o_b + offs_c * s_o_c
     S = (K - 1) * DILATION
+    ring = STATE_LEN + (STATE_LEN == 0)  # the modulus (a width-1 conv may keep no state at all)
     start = 0
     if CIRCULAR:
         start = tl.load(seqlens_ptr + b)
@@ -60,7 +61,7 @@ def causal_conv1d_update_kernel(
         for k in range(K):
             j = t + k * DILATION  # the tap's column of xs
             if CIRCULAR:
-                col = ((start - S + j) % STATE_LEN + STATE_LEN) % STATE_LEN
+                col = ((start - S + j) % ring + ring) % ring
             else:
                 col = STATE_LEN - S + j
             from_state = (j + 0 * offs_c) < S  # a vector (the interpreter's loop indices are Python ints)
@@ -77,7 +78,7 @@ def causal_conv1d_update_kernel(
     if CIRCULAR:
         kept = tl.minimum(SEQLEN, STATE_LEN)
         for t in range(SEQLEN - kept, SEQLEN):
-            col = ((start + t) % STATE_LEN + STATE_LEN) % STATE_LEN
+            col = ((start + t) % ring + ring) % ring
             v = tl.load(x_row + t * s_x_t, mask=mask_c, other=0.0)
             tl.store(state_row + col * s_st_t, v.to(state_ptr.dtype.element_ty), mask=mask_s)
     else:
