@@ -1,23 +1,33 @@
 """`convert`: swap the TCN blocks of any model for fused ones that hold the model's own Parameters.
 
-Blocks are recognised by structure (duck typing), not by class name: the authors' TemporalBlock and
-its copies. convert says what it did: an INFO log of what it swapped, by type; a UserWarning when it
-swapped nothing; with strict=True, a ValueError when a Conv1d of the model stays unconverted.
+Blocks are recognised by structure (duck typing), not by class name:
+- the authors' TemporalBlock and its copies: swapped for a fused `TemporalBlock`;
+- a conv that pads itself to keep the length (pytorch-tcn's `TemporalConv1d`: a `padder` of zeros,
+  causal or split p//2 | p - p//2) and a plain 1x1 `nn.Conv1d` (downsamples, skip and output
+  projections): fused in place, the module itself kept, so the library's forward, its activations,
+  norms and dropout modules around the conv, its state_dict keys (the padder's buffer included)
+  and its streaming mode (`inference=True`, which runs the library's own code) stay as they were.
+convert says what it did: an INFO log of what it swapped, by type; a UserWarning when it swapped
+nothing; with strict=True, a ValueError when a Conv1d of the model stays unconverted.
 """
 import collections
 import logging
+import types
 import warnings
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .functional import conv1d
 from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet
 from .short_conv import ShortConvolution
 
 log = logging.getLogger("tcnkernels")
 
-KNOWN_STRUCTURES = ("the authors' TemporalBlock and its copies (conv1, chomp1, dropout1, conv2, net, downsample)",)
+KNOWN_STRUCTURES = ("the authors' TemporalBlock and its copies (conv1, chomp1, dropout1, conv2, net, downsample)",
+                    "a Conv1d that pads itself to keep the length (pytorch-tcn's TemporalConv1d: a zero padder)",
+                    "a plain 1x1 Conv1d")
 FUSED = (TemporalBlock, TemporalConv1d, TemporalConvNet, ShortConvolution)  # what runs tcnkernels' kernels
 
 
@@ -69,9 +79,55 @@ def _convert_block(ref):
     return block.train(ref.training)
 
 
+def self_padding(conv):
+    """(left, right) of a conv that pads its own input with zeros to keep the length (pytorch-tcn's
+    TemporalConv1d: `padder.left_padding` / `right_padding` summing to (K-1)*dilation before an
+    unpadded stride-1 conv), or None."""
+    padder = getattr(conv, "padder", None)
+    pad = getattr(padder, "pad", None)
+    if not (isinstance(conv, nn.Conv1d) and isinstance(pad, nn.ConstantPad1d) and pad.value == 0
+            and _plain_geometry(conv)):
+        return None
+    left, right = getattr(padder, "left_padding", None), getattr(padder, "right_padding", None)
+    if not isinstance(left, int) or not isinstance(right, int) or tuple(pad.padding) != (left, right) \
+            or left + right != (conv.kernel_size[0] - 1) * conv.dilation[0]:
+        return None
+    return left, right
+
+
+def _plain_geometry(conv):
+    return conv.stride == (1,) and conv.padding == (0,) and conv.padding_mode == "zeros"
+
+
+def is_pointwise(conv):
+    """A plain 1x1 nn.Conv1d (stride 1, no padding; weight norm allowed): a downsample, skip or
+    output projection. Subclasses of nn.Conv1d are left alone (their forward may differ)."""
+    cls = type(conv).__bases__[0] if parametrize.is_parametrized(conv) else type(conv)
+    return cls is nn.Conv1d and conv.kernel_size == (1,) and _plain_geometry(conv)
+
+
+def _fused_conv_forward(self, x, *args, **kwargs):
+    """The forward of a conv fused in place: tcnkernels.conv1d with the conv's own weight (weight
+    norm included) and padding; any other call (pytorch-tcn's streaming `inference=True`, a
+    BufferIO) runs the module's own forward."""
+    if args or any(v not in (None, False) for v in kwargs.values()) or x.dim() not in (2, 3):
+        return type(self).forward(self, x, *args, **kwargs)
+    return conv1d(x, self.weight, self.bias, self.dilation[0], self.groups, self._tcnkernels_padding)
+
+
+def _fuse_in_place(conv, padding):
+    conv._tcnkernels_padding = padding
+    conv.forward = types.MethodType(_fused_conv_forward, conv)
+
+
+def is_fused_in_place(module):
+    return getattr(module, "_tcnkernels_padding", None) is not None
+
+
 def convert(model, strict: bool = False):
     """Swap every reference TemporalBlock inside `model` for a fused `TemporalBlock` that holds the
-    same Parameter objects (an optimizer built before still updates them).
+    same Parameter objects (an optimizer built before still updates them), and fuse in place every
+    conv that pads itself to keep the length (pytorch-tcn's) and every plain 1x1 Conv1d.
 
     Works in place on any model (a TemporalConvNet, or one holding blocks anywhere) and returns it;
     if `model` itself is a reference block, returns its replacement. Logs what it swapped (logger
@@ -87,14 +143,17 @@ def convert(model, strict: bool = False):
         raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
     swapped = collections.Counter()
     if is_reference_block(model):
-        swapped[type(model).__name__] += 1
+        swapped[f"{type(model).__name__} -> TemporalBlock"] += 1
         result = _convert_block(model)
+    elif not is_fused_in_place(model) and (self_padding(model) or is_pointwise(model)):
+        swapped[f"{type(model).__name__} -> fused in place"] += 1
+        _fuse_in_place(model, self_padding(model) or (0, 0))
+        result = model
     else:
         _convert_children(model, swapped)
         result = model
     if swapped:
-        log.info("convert: swapped %s", ", ".join(f"{n} {name} -> TemporalBlock"
-                                                  for name, n in sorted(swapped.items())))
+        log.info("convert: swapped %s", ", ".join(f"{n} {name}" for name, n in sorted(swapped.items())))
     else:
         warnings.warn(f"convert swapped nothing in {type(model).__name__}: it knows {'; '.join(KNOWN_STRUCTURES)}",
                       UserWarning, stacklevel=2)
@@ -108,11 +167,17 @@ def convert(model, strict: bool = False):
 
 def _convert_children(module, swapped):
     for name, child in module.named_children():
+        if isinstance(child, FUSED) or is_fused_in_place(child):
+            continue
         if is_reference_block(child):
-            swapped[type(child).__name__] += 1
+            swapped[f"{type(child).__name__} -> TemporalBlock"] += 1
             setattr(module, name, _convert_block(child))
-        else:
-            _convert_children(child, swapped)
+            continue
+        padding = self_padding(child) or ((0, 0) if is_pointwise(child) else None)
+        if padding is not None:
+            swapped[f"{type(child).__name__} -> fused in place"] += 1
+            _fuse_in_place(child, padding)
+        _convert_children(child, swapped)
 
 
 def unconverted_convs(model):
@@ -122,7 +187,7 @@ def unconverted_convs(model):
     def walk(module, prefix):
         if isinstance(module, FUSED):
             return
-        if isinstance(module, nn.Conv1d):
+        if isinstance(module, nn.Conv1d) and not is_fused_in_place(module):
             left.append((prefix, type(module).__name__))
         for name, child in module.named_children():
             walk(child, f"{prefix}.{name}" if prefix else name)

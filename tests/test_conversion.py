@@ -30,13 +30,13 @@ def test_convert_logs_what_it_swapped(caplog):
 
 
 def test_convert_warns_when_it_swaps_nothing():
-    model = nn.Sequential(nn.Conv1d(3, 4, 3, padding=2), nn.ReLU())
+    model = nn.Sequential(nn.Conv1d(3, 4, 3, padding=2), nn.ReLU())  # pads both sides: a reference conv + chomp
     with pytest.warns(UserWarning, match=r"swapped nothing in Sequential: it knows the authors' TemporalBlock"):
         assert tcnkernels.convert(model) is model
 
 
 def test_strict_raises_naming_every_conv_left_unconverted():
-    model = _Forecaster(head=nn.Conv1d(6, 1, 1))
+    model = _Forecaster(head=nn.Conv1d(6, 1, 3))  # unpadded: it shortens the sequence, nothing to fuse
     with pytest.raises(ValueError, match=r"1 Conv1d left unconverted in _Forecaster: head \(Conv1d\)"):
         tcnkernels.convert(model, strict=True)
     assert isinstance(model.tcn.network[0], tcnkernels.TemporalBlock), "the blocks are swapped before it raises"

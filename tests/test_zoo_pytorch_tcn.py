@@ -1,0 +1,84 @@
+"""convert on pytorch-tcn's TCN (the real library, installed from the package registry): its padded
+convs and 1x1 convs fused in place, everything else of the library kept. Outputs and gradients equal
+the library's own, the fused kernels are the ones that run, the Parameters and state_dict keys (its
+padders' buffers included) are the library's, checkpoints load strictly both ways, and its
+streaming mode still works."""
+import copy
+
+import pytest
+import pytorch_tcn
+import torch
+
+import tcnkernels
+from helpers import LaunchRecorder
+
+CASES = [  # kernel_size, causal, use_norm, activation, use_skip_connections, input_shape, output_projection
+    (3, True, "weight_norm", "relu", False, "NCL", None),
+    (4, False, "weight_norm", "gelu", True, "NLC", 3),
+    (2, True, None, "tanh", True, "NCL", None),
+    (3, True, "batch_norm", "relu", False, "NLC", 2),
+    (5, False, None, "leaky_relu", False, "NCL", None),
+]
+
+
+def _tcn(kernel_size, causal, use_norm, activation, skips, input_shape, projection):
+    torch.manual_seed(kernel_size)
+    return pytorch_tcn.TCN(3, [6, 6, 4], kernel_size=kernel_size, dropout=0.0, causal=causal, use_norm=use_norm,
+                           activation=activation, use_skip_connections=skips, input_shape=input_shape,
+                           output_projection=projection)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_convert_fuses_pytorch_tcn_in_place(case):
+    ours = _tcn(*case)
+    theirs = copy.deepcopy(ours)
+    x = torch.randn(2, 3, 21)
+    if case[5] == "NLC":
+        x = x.transpose(1, 2)
+    params = list(ours.parameters())
+    keys = list(ours.state_dict())
+    ours = tcnkernels.convert(ours, strict=True)  # every conv fused: strict passes
+    assert list(ours.parameters()) == params and all(a is b for a, b in zip(ours.parameters(), params))
+    assert list(ours.state_dict()) == keys and any(k.endswith("padder.buffer") for k in keys)
+    for model in (ours, theirs):
+        model.eval() if case[2] == "batch_norm" else model.train()
+    with LaunchRecorder() as rec:
+        got = ours(x)
+    assert rec.launches.count("causal_conv1d_kernel") >= 6, "the fused convs run"
+    want = theirs(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # the gradients of every parameter, the library's own as the reference
+    dy = torch.randn_like(want)
+    torch.autograd.backward(got, dy)
+    torch.autograd.backward(want, dy)
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+    # checkpoints load strictly both ways
+    fresh = _tcn(*case)
+    fresh.load_state_dict(ours.state_dict(), strict=True)
+    ours.load_state_dict(fresh.state_dict(), strict=True)
+
+
+def test_streaming_mode_still_runs_the_library():
+    """inference=True is pytorch-tcn's own streaming (its buffers, batch 1): unchanged by convert."""
+    model = _tcn(3, True, "weight_norm", "relu", False, "NCL", None).eval()
+    reference = copy.deepcopy(model)
+    tcnkernels.convert(model)
+    x = torch.randn(1, 3, 12)
+    with torch.no_grad():
+        whole = model(x)
+        steps = torch.cat([model(x[..., t:t + 4], inference=True) for t in range(0, 12, 4)], -1)
+        ref_steps = torch.cat([reference(x[..., t:t + 4], inference=True) for t in range(0, 12, 4)], -1)
+    torch.testing.assert_close(steps, ref_steps)
+    torch.testing.assert_close(steps, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_convert_reports_the_fused_convs(caplog):
+    import logging
+    model = _tcn(3, True, "weight_norm", "relu", True, "NCL", 3)
+    with caplog.at_level(logging.INFO, logger="tcnkernels"):
+        tcnkernels.convert(model)
+    assert "6 ParametrizedTemporalConv1d -> fused in place" in caplog.text
+    assert "Conv1d -> fused in place" in caplog.text  # downsamples, skip and output projections
+    with pytest.warns(UserWarning, match="swapped nothing"):
+        tcnkernels.convert(model)  # a second call finds nothing left to fuse
