@@ -18,7 +18,7 @@ LAYERS = [
     ["ops.conv", "ops.block", "ops.short_conv"],
     ["functional"],
     ["nn", "short_conv"],
-    ["conversion"],
+    ["conversion", "integrations"],
     ["streaming"],
     ["selfcheck", "bench.configs", "bench.timer", "bench.markdown", "bench.providers", "bench.host",
      "bench.structure", "bench.streaming", "bench.report", "bench.timing", "tasks.data", "tasks.models",

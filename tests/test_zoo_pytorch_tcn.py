@@ -86,3 +86,35 @@ def test_convert_reports_the_fused_convs(caplog):
     assert "Conv1d -> fused in place" in caplog.text  # downsamples, skip and output projections
     with pytest.warns(UserWarning, match="swapped nothing"):
         tcnkernels.convert(model)  # a second call finds nothing left to fuse
+
+
+@pytest.fixture
+def integration():
+    from tcnkernels import integrations
+    integrations.apply_to_pytorch_tcn()
+    integrations.apply_to_pytorch_tcn()  # idempotent
+    yield integrations
+    integrations.restore_pytorch_tcn()
+
+
+def test_apply_to_pytorch_tcn_runs_its_models_fused(integration, tmp_path):
+    """After the one call, the library builds models whose padded convs run the fused kernels; the
+    model and its checkpoint are the library's own, and load with the integration off."""
+    model = _tcn(3, True, "weight_norm", "relu", True, "NLC", 3).eval()
+    x = torch.randn(2, 21, 3)
+    with LaunchRecorder() as rec, torch.no_grad():
+        got = model(x)
+    assert rec.launches.count("causal_conv1d_kernel") == 6, "conv1 and conv2 of three blocks"
+    assert type(model) is pytorch_tcn.TCN
+    torch.save(model.state_dict(), tmp_path / "tcn.pt")
+    integration.restore_pytorch_tcn()
+    plain = _tcn(3, True, "weight_norm", "relu", True, "NLC", 3).eval()
+    plain.load_state_dict(torch.load(tmp_path / "tcn.pt"), strict=True)
+    with LaunchRecorder() as rec, torch.no_grad():
+        want = plain(x)
+    assert rec.launches == [], "restored: the library's own code"
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # its streaming mode is the library's, integration or not
+        integration.apply_to_pytorch_tcn()
+        steps = torch.cat([model(x[:1, t:t + 7], inference=True) for t in range(0, 21, 7)], 1)
+    torch.testing.assert_close(steps, got[:1], rtol=1e-5, atol=1e-5)
