@@ -95,6 +95,16 @@ def self_padding(conv):
     return left, right
 
 
+def is_pytorch_tcn_block(block):
+    """pytorch-tcn's TemporalBlock as the reference's: self-padded convs, ReLU after each and after the
+    residual, no norm layer, gate or embeddings (duck-typed)."""
+    return (all(self_padding(getattr(block, name, None)) is not None for name in ("conv1", "conv2"))
+            and all(type(getattr(block, name, None)) is nn.ReLU
+                    for name in ("activation1", "activation2", "activation_final"))
+            and getattr(block, "norm1", 0) is None and getattr(block, "norm2", 0) is None
+            and not getattr(block, "use_gate", True) and getattr(block, "embedding_shapes", 0) is None)
+
+
 def _plain_geometry(conv):
     return conv.stride == (1,) and conv.padding == (0,) and conv.padding_mode == "zeros"
 

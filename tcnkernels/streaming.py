@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._native import native_ops
-from .conversion import is_reference_block, weight_norm_parameters
+from .conversion import is_pytorch_tcn_block, is_reference_block, self_padding, weight_norm_parameters
 from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet
 from .ops import triton as triton_kernels
 from .ops.activations import RELU, activation_of
@@ -50,6 +50,10 @@ class _Conv:
             if conv.pad_right:
                 raise ValueError(f"cannot stream {conv}: its padding {conv.temporal_padding!r} reads "
                                  f"{conv.pad_right} future steps; the streamer runs causal convs (padding='causal')")
+        elif self_padding(conv) is not None:  # pads its own input (pytorch-tcn's TemporalConv1d)
+            if self_padding(conv) != (self.history, 0):
+                raise ValueError(f"cannot stream {conv}: it pads {self_padding(conv)} (left, right), reading future "
+                                 "steps; the streamer runs causal convs")
         elif conv.padding != (self.history,):
             raise ValueError(f"cannot stream {conv}: a plain Conv1d is causal only with padding (K-1)*dilation "
                              f"= {self.history} and a chomp, got padding {conv.padding}")
@@ -90,8 +94,23 @@ def _owned_parameters(module):
     return [(owner, name, p) for owner in module.modules() for name, p in owner._parameters.items() if p is not None]
 
 
+def _pytorch_tcn_network(model):
+    """pytorch-tcn's TCN whose forward is its blocks in a row (NCL, no skips, projection or output
+    activation): its blocks, or None."""
+    network = getattr(model, "network", None)
+    if not isinstance(network, nn.ModuleList) or not hasattr(model, "use_skip_connections"):
+        return None
+    plain = (not model.use_skip_connections and getattr(model, "projection_out", 0) is None
+             and getattr(model, "activation_out", 0) is None and getattr(model, "input_shape", None) == "NCL")
+    if not plain or not all(is_pytorch_tcn_block(b) for b in network):
+        raise ValueError(f"cannot stream this {type(model).__name__}: the streamer runs pytorch-tcn's TCN with "
+                         "input_shape='NCL', ReLU, weight norm or no norm, and no skip connections, gate, "
+                         "embeddings, output projection or output activation")
+    return list(network)
+
+
 class _Block:
-    """A TemporalBlock (ours or the reference's): relu(D(relu(conv2(D(relu(conv1(x)))))) + res)."""
+    """A TemporalBlock (ours, the reference's or pytorch-tcn's): relu(D(relu(conv2(D(relu(conv1(x)))))) + res)."""
 
     def __init__(self, block):
         self.module = block
@@ -144,7 +163,7 @@ def _stages(model):
     """The model as a flat list of stages, or a ValueError naming what cannot stream."""
     if isinstance(model, TemporalConv1d):
         return [_ConvStage(model)]
-    if isinstance(model, TemporalBlock) or is_reference_block(model):
+    if isinstance(model, TemporalBlock) or is_reference_block(model) or is_pytorch_tcn_block(model):
         return [_Block(model)]
     if isinstance(model, nn.Sequential):
         return [stage for child in model for stage in _stages(child)]
@@ -154,10 +173,14 @@ def _stages(model):
     if isinstance(model, TemporalConvNet) or (list(children) == ["network"]
                                               and isinstance(children["network"], nn.Sequential)):
         return _stages(model.network)  # the authors' TemporalConvNet: forward(x) = self.network(x)
+    blocks = _pytorch_tcn_network(model)
+    if blocks is not None:
+        return [_Block(block) for block in blocks]
     if isinstance(model, nn.Conv1d):
         raise ValueError(f"cannot stream {model}: a bare nn.Conv1d is not causal (use tcnkernels.CausalConv1d)")
     raise ValueError(f"cannot stream a {type(model).__name__}: the streamer knows CausalConv1d, TemporalBlock, "
-                     "TemporalConvNet (ours or the reference's), nn.Sequential of them and pointwise activations")
+                     "TemporalConvNet (ours, the reference's or pytorch-tcn's), nn.Sequential of them and pointwise "
+                     "activations")
 
 
 def history_slots(position, history, slots, device=None):

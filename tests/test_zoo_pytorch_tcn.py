@@ -118,3 +118,26 @@ def test_apply_to_pytorch_tcn_runs_its_models_fused(integration, tmp_path):
         integration.apply_to_pytorch_tcn()
         steps = torch.cat([model(x[:1, t:t + 7], inference=True) for t in range(0, 21, 7)], 1)
     torch.testing.assert_close(steps, got[:1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
+@pytest.mark.parametrize("converted", [False, True], ids=["as-built", "converted"])
+def test_streamer_steps_a_pytorch_tcn_exactly(backend, converted):
+    """The Streamer runs pytorch-tcn's TCN (ReLU, weight norm, downsamples) at any batch size, chunk by
+    chunk, equal to the library's own forward on the whole sequence."""
+    model = _tcn(3, True, "weight_norm", "relu", False, "NCL", None).eval()
+    if converted:
+        tcnkernels.convert(model)
+    x = torch.randn(3, 3, 30)
+    with torch.no_grad():
+        whole = model(x)
+        stream = tcnkernels.Streamer(model, batch_size=3, backend=backend)
+        steps = torch.cat([stream.step(x[..., t:t + n]) for t, n in ((0, 1), (1, 7), (8, 22))], -1)
+    torch.testing.assert_close(steps, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_streamer_refuses_what_it_cannot_run_exactly():
+    with pytest.raises(ValueError, match="skip connections"):
+        tcnkernels.Streamer(_tcn(3, True, None, "relu", True, "NCL", None).eval(), batch_size=1)
+    with pytest.raises(ValueError, match="reading future steps"):
+        tcnkernels.Streamer(pytorch_tcn.TCN(3, [4], kernel_size=3, causal=False).eval(), batch_size=1)
