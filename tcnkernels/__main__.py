@@ -17,6 +17,7 @@ DEFAULT_BENCH_OUT = "tcnkernels-results"
 # `train`'s choices (tcnkernels.tasks.train.TASKS and MODELS, checked equal by the tests), spelled out
 # here so that only `train` imports the tasks and their data.
 TRAIN_TASKS = ("adding", "copy", "music", "mnist1d")
+PRESETS = ("auto", "jsb", "nottingham", "general")  # tcnkernels.tasks.presets (imported only to train)
 TRAIN_MODELS = ("tcn", "lstm", "gru")
 
 
@@ -115,7 +116,7 @@ def cmd_train(args):
     from .tasks.train import train
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = train(args.task, args.model, args.data, args.epochs, args.T, device, args.quick, args.out, args.seed,
-                    progress=not args.no_progress, minutes=args.minutes)
+                    progress=not args.no_progress, minutes=args.minutes, preset=args.preset)
     if int(os.environ.get("RANK", "0")) == 0:
         best = results["best"]
         print(f"best epoch {best['epoch']}: valid {results['config']['metric']} {best['valid_metric']:.5g}, "
@@ -153,6 +154,9 @@ def build_parser():
     train.add_argument("task", choices=TRAIN_TASKS)
     train.add_argument("--model", choices=TRAIN_MODELS, default="tcn", help="the TCN (default) or a matched baseline")
     train.add_argument("--data", help="music: a .mat dataset (default: the JSB Chorales shipped)")
+    train.add_argument("--preset", choices=PRESETS, default="auto",
+                       help="music: the settings; auto (default) takes the dataset's own (JSB Chorales, Nottingham, "
+                            "recognised by their splits) and the TCN authors' script defaults for any other")
     train.add_argument("--epochs", type=int, help="override the paper's epoch count")
     train.add_argument("--T", type=int, help="sequence length of adding / copy (paper: 600 / 1000)")
     train.add_argument("--device", help="cpu or cuda (default: cuda when present)")

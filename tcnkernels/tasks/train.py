@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .._backend import use_backend
 from .._version import __version__
 from . import data as task_data
+from . import presets
 from .models import parameter_count, recurrent_model, tcn_model
 
 TASKS = ("adding", "copy", "music", "mnist1d")
@@ -62,6 +63,7 @@ PAPER = {
                          T=600, n_train=50000, n_eval=1000),
     "copy": TaskConfig("copy", 1, (10,) * 8, 8, 0.05, 10, True, "rmsprop", 5e-4, 1.0, 32, 50, "ce",
                        T=1000, n_train=10000, n_eval=1000),
+    # music: JSB's preset here; the dataset's own is applied once the data is read (tasks/presets.py)
     "music": TaskConfig("music", task_data.MUSIC_KEYS, (256,) * 3, 2, 0.5, task_data.MUSIC_KEYS, True, "adam",
                         1e-3, 0.4, 1, 100, "nll"),
     "mnist1d": TaskConfig("mnist1d", 1, (64,) * 4, 5, 0.2, 10, False, "adam", 2e-3, 0.0, 64, 60, "accuracy"),
@@ -100,15 +102,23 @@ class _Sequences(Dataset):
         return roll[:-1].t(), roll[1:]
 
 
-def make_datasets(cfg, data_path=None, seed=0, quick=False):
-    """{"train", "valid", "test"}: torch Datasets of the task."""
+def music_config(cfg, rolls, preset="auto"):
+    """(cfg with the music preset the data calls for applied, {name, why, source})."""
+    chosen, why = presets.choose(rolls, preset)
+    cfg = dataclasses.replace(cfg, channels=chosen.channels, kernel_size=chosen.kernel_size, dropout=chosen.dropout,
+                              clip=chosen.clip, lr=chosen.lr)
+    return cfg, dict(name=chosen.name, why=why, source=chosen.source)
+
+
+def make_datasets(cfg, data_path=None, seed=0, quick=False, rolls=None):
+    """{"train", "valid", "test"}: torch Datasets of the task (music: from `rolls` when given)."""
     make = {"adding": task_data.adding_problem, "copy": task_data.copy_memory}.get(cfg.task)
     if make is not None:
         return {"train": TensorDataset(*make(cfg.n_train, cfg.T, seed)),
                 "valid": TensorDataset(*make(cfg.n_eval, cfg.T, seed + 1)),
                 "test": TensorDataset(*make(cfg.n_eval, cfg.T, seed + 2))}
     if cfg.task == "music":
-        rolls = task_data.load_music(data_path)
+        rolls = task_data.load_music(data_path) if rolls is None else rolls
         if quick:
             rolls = {split: r[:QUICK_MUSIC_SEQUENCES] for split, r in rolls.items()}
         return {split: _Sequences(r) for split, r in rolls.items()}
@@ -162,19 +172,25 @@ def _distributed(device):
 
 
 def train(task, model_kind="tcn", data_path=None, epochs=None, T=None, device="cpu", quick=False,
-          out_dir="results", seed=0, progress=True, minutes=None):
+          out_dir="results", seed=0, progress=True, minutes=None, preset="auto"):
     """Train one model on one task; returns the results dict (also written by rank 0 as
     <out_dir>/<task>-<model>-<device>.json, with the best checkpoint as .pt and the task's PNG).
 
     minutes: a wall-time budget; no epoch starts that the last epoch's duration says would end
     past it (results["budget_reached"] says whether it cut the run short).
 
+    preset (music): "auto" takes the settings of the dataset the data is (JSB Chorales, Nottingham)
+    and the TCN authors' script defaults for any other; "jsb", "nottingham" or "general" forces one
+    (tcnkernels/tasks/presets.py). The run prints the settings it uses and records them in
+    results["config"]["preset"].
+
     Under torchrun, the process group this call starts is shut down before it returns: left to the
     interpreter's teardown, gloo's threads can abort a rank ("terminate called without an active
     exception", exit code -6)."""
     owns_group = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     try:
-        results = _train(task, model_kind, data_path, epochs, T, device, quick, out_dir, seed, progress, minutes)
+        results = _train(task, model_kind, data_path, epochs, T, device, quick, out_dir, seed, progress, minutes,
+                         preset)
         if owns_group:
             dist.barrier()  # every rank done before any shuts the group down
         return results
@@ -183,18 +199,27 @@ def train(task, model_kind="tcn", data_path=None, epochs=None, T=None, device="c
             dist.destroy_process_group()
 
 
-def _train(task, model_kind, data_path, epochs, T, device, quick, out_dir, seed, progress, minutes):
+def _train(task, model_kind, data_path, epochs, T, device, quick, out_dir, seed, progress, minutes, preset):
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be a positive number, got {minutes!r}")
     cfg = task_config(task, T, epochs, quick)
+    if preset != "auto" and task != "music":
+        raise ValueError(f"--preset applies to the music task, not {task}")
+    rolls = chosen = None
+    if task == "music":
+        rolls = task_data.load_music(data_path)
+        cfg, chosen = music_config(cfg, rolls, preset)
     device = torch.device(device)
     rank, world = _distributed(device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if cfg.batch_size % world and cfg.task != "music":  # music: one piano roll per process and step
         raise ValueError(f"the global batch ({cfg.batch_size}) must split evenly over {world} processes")
+    if chosen is not None and rank == 0:
+        print(f"music settings: {chosen['name']}, {len(cfg.channels)} levels x {cfg.channels[0]}, K={cfg.kernel_size}, "
+              f"dropout {cfg.dropout}, clip {cfg.clip}, Adam {cfg.lr:g}; {chosen['why']}; source: {chosen['source']}")
     torch.manual_seed(seed)
-    datasets = make_datasets(cfg, data_path, seed, quick)
+    datasets = make_datasets(cfg, data_path, seed, quick, rolls)
     model = build_model(cfg, model_kind).to(device)
     params = parameter_count(model)
     trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -254,7 +279,7 @@ def _train(task, model_kind, data_path, epochs, T, device, quick, out_dir, seed,
     results = dict(task=task, model=model_kind, device=device.type, device_name=_device_name(device),
                    versions=_versions(), params=params,
                    config=dict(dataclasses.asdict(cfg), quick=quick, seed=seed, world_size=world,
-                               data=str(data_path) if data_path else None, minutes=minutes),
+                               data=str(data_path) if data_path else None, minutes=minutes, preset=chosen),
                    epochs=history, best=best, budget_reached=budget_reached)
     if world > 1:
         results["ranks_in_sync"] = _ranks_in_sync(model)
