@@ -116,13 +116,18 @@ def is_pointwise(conv):
     return cls is nn.Conv1d and conv.kernel_size == (1,) and _plain_geometry(conv)
 
 
+def fused_conv(conv, x, padding):
+    """conv's output on x by tcnkernels.conv1d: its own weight (weight norm included), bias,
+    dilation and groups, with `padding` (left, right)."""
+    return conv1d(x, conv.weight, conv.bias, conv.dilation[0], conv.groups, padding)
+
+
 def _fused_conv_forward(self, x, *args, **kwargs):
-    """The forward of a conv fused in place: tcnkernels.conv1d with the conv's own weight (weight
-    norm included) and padding; any other call (pytorch-tcn's streaming `inference=True`, a
-    BufferIO) runs the module's own forward."""
+    """The forward of a conv fused in place: fused_conv with the padding found at conversion; any
+    other call (pytorch-tcn's streaming `inference=True`, a BufferIO) runs the module's own forward."""
     if args or any(v not in (None, False) for v in kwargs.values()) or x.dim() not in (2, 3):
         return type(self).forward(self, x, *args, **kwargs)
-    return conv1d(x, self.weight, self.bias, self.dilation[0], self.groups, self._tcnkernels_padding)
+    return fused_conv(self, x, self._tcnkernels_padding)
 
 
 def _fuse_in_place(conv, padding):

@@ -14,7 +14,7 @@ from ._backend import select_backend
 from .ops import triton as triton_kernels
 from .ops.activations import CODES, RELU, activate, activation_of
 from .ops.reference import conv1d_reference, draw_dropout_seeds, temporal_block_reference
-from .ops.specs import DROPOUT_MODES, PADDING_MODES, BlockSpec, ConvSpec
+from .ops.specs import DROPOUT_MODES, PADDING_MODES, BlockSpec, ConvSpec, inference_epilogue
 
 if triton_kernels.IMPORT_ERROR is None:  # without triton only the torch backend exists
     from .ops.block import BlockInputs, TemporalBlockFunction, block_forward
@@ -121,11 +121,6 @@ def _autocast_all(*tensors):
     return tuple(t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors)
 
 
-@functools.lru_cache(maxsize=4096)
-def _inference_epilogue(spec):
-    return spec.epilogue()._replace(store_pre=False)
-
-
 def conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, dilation: int = 1, groups: int = 1,
            padding="causal", activation=None) -> Tensor:
     """Dilated 1-D convolution that keeps the length, with fused bias and activation.
@@ -190,7 +185,7 @@ def _conv1d(x, weight, bias, dilation, groups, pad_right, act, slope):
                                     or (slope is not None and slope.requires_grad)):
         return Conv1dFunction.apply(spec, x, weight, bias, slope)
     # inference: no autograd bookkeeping, nothing kept for a backward
-    return forward_launch(spec, x, weight, bias, slope, _inference_epilogue(spec))[0]
+    return forward_launch(spec, x, weight, bias, slope, inference_epilogue(spec))[0]
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, dilation: int = 1,

@@ -12,10 +12,10 @@ RuntimeError naming the version otherwise.
 """
 import importlib
 
-from .conversion import self_padding
-from .functional import conv1d
+from .conversion import fused_conv, self_padding
 
 TESTED_VERSIONS = {"pytorch_tcn": ("1.2.3",)}
+_UNKNOWN = object()
 
 
 def _module(name):
@@ -42,10 +42,12 @@ def apply_to_pytorch_tcn():
     original = cls.forward
 
     def forward(self, x, inference=False, in_buffer=None, buffer_io=None):
-        padding = self_padding(self)
+        padding = self.__dict__.get("_tcnkernels_class_padding", _UNKNOWN)
+        if padding is _UNKNOWN:  # structural: found once per module, not on every call
+            padding = self.__dict__["_tcnkernels_class_padding"] = self_padding(self)
         if inference or in_buffer is not None or buffer_io is not None or padding is None or x.dim() not in (2, 3):
             return original(self, x, inference=inference, in_buffer=in_buffer, buffer_io=buffer_io)
-        return conv1d(x, self.weight, self.bias, self.dilation[0], self.groups, padding)
+        return fused_conv(self, x, padding)
 
     forward.__doc__ = original.__doc__
     cls._tcnkernels_original_forward = original

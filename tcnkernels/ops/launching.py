@@ -29,11 +29,16 @@ def new_output(like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     return out
 
 
+def is_channel_last(t: torch.Tensor) -> bool:
+    """A (B, C, L) channel-last view: its channel stride 1, with more than one channel."""
+    return t.dim() == 3 and t.stride(1) == 1 and t.shape[1] > 1 and t.stride(2) != 1
+
+
 def new_output_as(like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     """new_output in like's layout: (B, C, L) with L-major strides (a channel-last view) when like
-    is one (its channel stride 1, with more than one channel), else contiguous."""
+    is one (is_channel_last), else contiguous."""
     B, C, L = shape
-    if like.dim() == 3 and like.stride(1) == 1 and like.shape[1] > 1 and like.stride(2) != 1:
+    if is_channel_last(like):
         return new_output(like, (B, L, C), dtype).transpose(1, 2)
     return new_output(like, shape, dtype)
 

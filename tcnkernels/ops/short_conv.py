@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._backend import select_backend
-from .activations import Activation, activation_backward
+from .activations import CODES, Activation, activation_backward
+from .conv import _spec as conv_spec
 from .depthwise_launch import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
-from .launching import new_output_as
-from .specs import ConvSpec
+from .launching import is_channel_last, new_output_as
+from .specs import inference_epilogue
 from .update_launch import causal_conv1d_update as update_launch
 
 SILU = Activation("silu")
@@ -52,7 +53,7 @@ def _uses_kernels(x, weight, bias, seq_idx, initial_states):
 
 
 def _spec(width, dilation, silu):
-    return ConvSpec(width, dilation, SILU if silu else None, 1, 0, True)
+    return conv_spec(width, dilation, 1, 0, CODES["silu"] if silu else 0, 0.0, 0.0, True)
 
 
 def _with_history(x, history, S):
@@ -76,15 +77,9 @@ def _in_layout_of(like, t):
     """t, or a copy of it in new_output_as(like)'s layout when its strides differ (an op's outputs
     have the layout its fake implementation promises)."""
     B, C, L = t.shape
-    channel_last = like.stride(1) == 1 and like.shape[1] > 1 and like.stride(2) != 1
-    want = (L * C, 1, C) if channel_last else (C * L, L, 1)
+    want = (L * C, 1, C) if is_channel_last(like) else (C * L, L, 1)
     same = all(s == w or n == 1 for s, w, n in zip(t.stride(), want, t.shape))
     return t if same else _copy_as(like, t)
-
-
-def _in_layout(x, t):
-    """t (fresh, contiguous) in x's layout: itself, or a copy for a channel-last x (new_output_as's rule)."""
-    return _copy_as(x, t) if x.stride(1) == 1 and x.shape[1] > 1 and x.stride(2) != 1 else t
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,10 +98,9 @@ def _masks(seq_idx, S, width, dilation, L):
     return [(src[:, k * dilation:k * dilation + L] == seq_idx).unsqueeze(1) for k in range(width)]
 
 
-def _torch_pre(xs, w, b, seq_idx, dilation, L):
-    """The pre-activation (B, C, L) from xs in the accumulation dtype."""
+def _torch_pre(xs, w, b, masks, dilation, L):
+    """The pre-activation (B, C, L) from xs in the accumulation dtype (masks: _masks', or None)."""
     C, width = w.shape
-    masks = _masks(seq_idx, (width - 1) * dilation, width, dilation, L)
     if masks is None:
         return F.conv1d(xs, w.unsqueeze(1), b, dilation=dilation, groups=C)
     z = torch.zeros(xs.shape[0], C, L, dtype=xs.dtype, device=xs.device)
@@ -115,36 +109,37 @@ def _torch_pre(xs, w, b, seq_idx, dilation, L):
     return z if b is None else z + b[:, None]
 
 
-def torch_forward(x, weight, bias, seq_idx, initial_states, dilation, silu):
+def _torch_inputs(x, weight, bias, seq_idx, initial_states, dilation):
+    """(xs, weight, bias, tap masks) in the accumulation dtype, what both torch directions start from."""
     acc = acc_dtype(x, weight, bias, initial_states)
-    S = (weight.shape[1] - 1) * dilation
-    history = None if initial_states is None else initial_states.to(acc)
-    xs = _with_history(x.to(acc), history, S)
-    z = _torch_pre(xs, weight.to(acc), None if bias is None else bias.to(acc), seq_idx, dilation, x.shape[2])
+    width = weight.shape[1]
+    S = (width - 1) * dilation
+    xs = _with_history(x.to(acc), None if initial_states is None else initial_states.to(acc), S)
+    return (xs, weight.to(acc), None if bias is None else bias.to(acc),
+            _masks(seq_idx, S, width, dilation, x.shape[2]))
+
+
+def torch_forward(x, weight, bias, seq_idx, initial_states, dilation, silu):
+    xs, w, b, masks = _torch_inputs(x, weight, bias, seq_idx, initial_states, dilation)
+    z = _torch_pre(xs, w, b, masks, dilation, x.shape[2])
     if silu:
         z = F.silu(z)
     if seq_idx is not None:
         z = torch.where((seq_idx < 0).unsqueeze(1), 0, z)
-    return _in_layout(x, z.to(x.dtype).contiguous())
+    return _in_layout_of(x, z.to(x.dtype).contiguous())
 
 
 def torch_backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
-    acc = acc_dtype(x, weight, bias, initial_states)
+    xs, w, b, masks = _torch_inputs(x, weight, bias, seq_idx, initial_states, dilation)
     C, width = weight.shape
     L = x.shape[2]
-    S = (width - 1) * dilation
-    xs = _with_history(x.to(acc), None if initial_states is None else initial_states.to(acc), S)
-    w = weight.to(acc)
-    g = dout.to(acc)
+    g = dout.to(xs.dtype)
     if silu:
-        z = _torch_pre(xs, w, None if bias is None else bias.to(acc), seq_idx, dilation, L)
-        s = torch.sigmoid(z)
-        g = g * s * (1 + z * (1 - s))
+        g = activation_backward(g, _torch_pre(xs, w, b, masks, dilation, L), SILU)[0]
     if seq_idx is not None:
         g = torch.where((seq_idx < 0).unsqueeze(1), 0, g)
-    masks = _masks(seq_idx, S, width, dilation, L)
     dxs = torch.zeros_like(xs)
-    dw = torch.empty(C, width, dtype=acc, device=x.device)
+    dw = torch.empty(C, width, dtype=xs.dtype, device=x.device)
     for k in range(width):
         gk = g if masks is None else torch.where(masks[k], g, 0)
         dxs[..., k * dilation:k * dilation + L] += gk * w[:, k, None]
@@ -160,7 +155,7 @@ def forward(x, weight, bias, seq_idx, initial_states, dilation, silu):
         return torch_forward(x, weight, bias, seq_idx, initial_states, dilation, silu)
     S = (weight.shape[1] - 1) * dilation
     spec = _spec(weight.shape[1], dilation, silu)
-    epilogue = spec.epilogue()._replace(store_pre=False)
+    epilogue = inference_epilogue(spec)
     if initial_states is None:
         return depthwise_forward(x, weight.unsqueeze(1), bias, spec=spec, epilogue=epilogue)
     y = depthwise_forward(_with_history(x, initial_states, S), weight.unsqueeze(1), bias, spec=spec,
@@ -248,7 +243,7 @@ def torch_update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices,
         valid = rows >= 0
         z = torch.where(valid[:, None, None], z, 0)
         conv_state[rows[valid]] = new_state[valid]
-    return _in_layout(x, z.to(x.dtype).contiguous())
+    return _in_layout_of(x, z.to(x.dtype).contiguous())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -111,6 +111,12 @@ class BlockSpec(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=4096)
+def inference_epilogue(spec) -> "Epilogue":
+    """The spec's epilogue without the pre-activation store: nothing is kept for a backward."""
+    return spec.epilogue()._replace(store_pre=False)
+
+
 def _conv_epilogue(act: Optional[Activation]) -> Epilogue:
     # cached: every call of the op asks for it
     if act is None:

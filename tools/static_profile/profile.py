@@ -78,6 +78,16 @@ def work_model(launch):
                                  ("ds", a["WRITE_DS"]), ("res-tap", a["RES_TAP"])) if on]
         return dict(role="weight-grad", layer=(a["C_IN"], a["C_OUT"], a["K"], a["DILATION"]),
                     trips=items, per_cta=items * a["BLOCK_T"] * a["BLOCK_CO"], epilogue="+".join(gates))
+    if name == "depthwise_conv1d_kernel":
+        return dict(role="input-grad" if a["ANTI_CAUSAL"] else "forward", layer=(a["C"], a["C"], a["K"], a["DILATION"]),
+                    trips=1 if a["UNROLL"] else a["K"], per_cta=a["BLOCK_C"] * a["BLOCK_T"])
+    if name == "depthwise_weight_grad_kernel":
+        items = _cdiv(a["B"] * a["N_T_BLOCKS"], a["N_CHUNKS"])
+        return dict(role="weight-grad", layer=(a["C"], a["C"], a["K"], a["DILATION"]), trips=items,
+                    per_cta=items * a["BLOCK_C"] * a["BLOCK_T"])
+    if name == "causal_conv1d_update_kernel":  # one program: every new token of BLOCK_C channels
+        return dict(role="update", layer=(a["DIM"], a["DIM"], a["K"], a["DILATION"]), trips=1,
+                    per_cta=a["BLOCK_C"] * a["SEQLEN"])
     if name == "weight_prep_kernel":
         return dict(role="weights", layer=(a["C_IN0"], a["C_OUT0"], a["K0"], None), trips=a["K0"],
                     per_cta=a["BLOCK_O"] * a["C_PAD0"])

@@ -8,10 +8,8 @@ forward's instructions per output. Width 4 meets the forward's; width 16 and the
 yet (benchmarks/results/sass-sm90-short-conv.md lists them). The compile tier guards what holds
 (`held_violations`). The update is one launch for the batch; its instructions are reported.
 """
-import math
-
+from . import variants
 from .launches import PRECISIONS, fn_launches, update_launches
-from .sass import compile_launch
 
 FORWARD_BUDGET, BACKWARD_RATIO = 1.5, 2.0
 DIM, L, BATCH = 1536, 2048, 4
@@ -25,21 +23,14 @@ def _update_launches(width, dilation, precision, arch):
 
 
 def _per_output(launch, arch):
-    """(role, binary, warp-instructions per output) of one depthwise or update launch."""
-    a = launch.named
-    name = launch.kernel.fn.__name__
-    binary = compile_launch(launch, arch)
-    if name == "depthwise_conv1d_kernel":
-        role = "input-grad" if a["ANTI_CAUSAL"] else ("recompute" if not a["ACTIVATION"] else "forward")
-        outputs, trips = a["BLOCK_C"] * a["BLOCK_T"], 1 if a["UNROLL"] else a["K"]
-    elif name == "depthwise_weight_grad_kernel":
-        items = math.ceil(a["B"] * a["N_T_BLOCKS"] / a["N_CHUNKS"])
-        role, outputs, trips = "weight-grad", items * a["BLOCK_C"] * a["BLOCK_T"], items
-    elif name == "causal_conv1d_update_kernel":
-        role, outputs, trips = "update", a["BLOCK_C"] * a["SEQLEN"], 1
-    else:
-        return None, binary, 0.0  # the weight-gradient finalize: C * K numbers
-    return role, binary, binary.num_warps * (binary.outside + trips * binary.loop) / outputs
+    """(role, binary, warp-instructions per output) of one launch; the depthwise forward without an
+    activation is the backward's recompute; role None for the weight-gradient finalize (C x K numbers)."""
+    if launch.kernel.fn.__name__ == "weight_grad_finalize_kernel":
+        return None, None, 0.0
+    role, binary, per_output = variants._per_output(launch, arch)
+    if role == "forward" and not launch.named["ACTIVATION"]:
+        role = "recompute"
+    return role, binary, per_output
 
 
 def rows(precisions=("ieee", "bf16"), arch=90, widths=WIDTHS):

@@ -10,7 +10,6 @@ gradient. A gated unit's conv computes two channels per output; its counts are p
 compare with the plain conv's. The depthwise kernels are profiled on
 Conv-TasNet-like layers, channel-first and channel-last. Counted, not timed.
 """
-import math
 
 from .launches import op_launches
 from .profile import PROFILE_CONFIGS, work_model
@@ -117,20 +116,13 @@ def depthwise_rows(precisions=("ieee", "bf16"), arch=90):
                         if not name.startswith("depthwise"):
                             continue
                         a = launch.named
-                        binary = compile_launch(launch, arch)
-                        if name == "depthwise_conv1d_kernel":
-                            role = "input-grad" if a["ANTI_CAUSAL"] else "forward"
-                            outputs = a["BLOCK_C"] * a["BLOCK_T"]
-                            trips = 1 if a["UNROLL"] else K
+                        role, binary, per_output = _per_output(launch, arch)
+                        if role != "weight-grad":
                             halo = min((K - 1) * d, L)
                             dram = itemsize * (1 + (a["BLOCK_T"] + halo) / a["BLOCK_T"] if not channel_last
                                                else 1 + min(1 + halo / a["BLOCK_T"], K))
                         else:
-                            role = "weight-grad"
-                            items = math.ceil(a["B"] * a["N_T_BLOCKS"] / a["N_CHUNKS"])
-                            outputs, trips = items * a["BLOCK_C"] * a["BLOCK_T"], items
                             dram = None
-                        per_output = binary.num_warps * (binary.outside + trips * binary.loop) / outputs
                         row = worst.get(role)
                         if row is None or per_output > row["per_output"]:
                             worst[role] = dict(layer=f"{C} ch K={K}", L=L, precision=precision,
