@@ -2,11 +2,13 @@
 
 Blocks are recognised by structure (duck typing), not by class name:
 - the authors' TemporalBlock and its copies: swapped for a fused `TemporalBlock`;
-- a conv that pads itself to keep the length (pytorch-tcn's `TemporalConv1d`: a `padder` of zeros,
-  causal or split p//2 | p - p//2) and a plain 1x1 `nn.Conv1d` (downsamples, skip and output
-  projections): fused in place, the module itself kept, so the library's forward, its activations,
-  norms and dropout modules around the conv, its state_dict keys (the padder's buffer included)
-  and its streaming mode (`inference=True`, which runs the library's own code) stay as they were.
+- the libraries' blocks and convs of `zoo.IN_PLACE` (Darts' residual block, NeuralForecast's causal
+  conv and encoder, pytorch-tcn's self-padding conv, a plain 1x1 Conv1d): fused in place. The module
+  itself is kept, its forward replaced on the instance, so the library's forward around it, its
+  activations, norms and dropout modules, its Parameters, its state_dict keys (pytorch-tcn's padder
+  buffers, NeuralForecast's conv registered twice) and its other modes (pytorch-tcn's
+  `inference=True` streaming) stay as they were, and the library's own lists of modules (Darts'
+  `res_blocks_list`) hold the fused modules.
 convert says what it did: an INFO log of what it swapped, by type; a UserWarning when it swapped
 nothing; with strict=True, a ValueError when a Conv1d of the model stays unconverted.
 """
@@ -17,40 +19,16 @@ import warnings
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from .functional import conv1d
 from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet
 from .short_conv import ShortConvolution
+from .zoo import IN_PLACE, in_place_structure, is_reference_block, weight_norm_parameters
 
 log = logging.getLogger("tcnkernels")
 
 KNOWN_STRUCTURES = ("the authors' TemporalBlock and its copies (conv1, chomp1, dropout1, conv2, net, downsample)",
-                    "a Conv1d that pads itself to keep the length (pytorch-tcn's TemporalConv1d: a zero padder)",
-                    "a plain 1x1 Conv1d")
+                    *(structure.name for structure in IN_PLACE))
 FUSED = (TemporalBlock, TemporalConv1d, TemporalConvNet, ShortConvolution)  # what runs tcnkernels' kernels
-
-
-def is_reference_block(module):
-    """Duck-typed: the authors' TemporalBlock and its copies, whatever the class is called."""
-    return (not isinstance(module, TemporalBlock)
-            and isinstance(getattr(module, "conv1", None), nn.Conv1d)
-            and isinstance(getattr(module, "conv2", None), nn.Conv1d)
-            and isinstance(getattr(module, "net", None), nn.Sequential)
-            and isinstance(getattr(module, "dropout1", None), nn.Dropout)
-            and hasattr(module, "chomp1") and hasattr(module, "downsample"))
-
-
-def weight_norm_parameters(conv):
-    """(g, v): the Parameters of a weight-normalised conv (legacy or parametrizations API), or None."""
-    if isinstance(getattr(conv, "weight_g", None), nn.Parameter) and isinstance(getattr(conv, "weight_v", None),
-                                                                                nn.Parameter):
-        return conv.weight_g, conv.weight_v
-    if parametrize.is_parametrized(conv, "weight"):
-        originals = conv.parametrizations.weight
-        if hasattr(originals, "original0") and hasattr(originals, "original1"):
-            return originals.original0, originals.original1
-    return None
 
 
 def _convert_block(ref):
@@ -79,70 +57,35 @@ def _convert_block(ref):
     return block.train(ref.training)
 
 
-def self_padding(conv):
-    """(left, right) of a conv that pads its own input with zeros to keep the length (pytorch-tcn's
-    TemporalConv1d: `padder.left_padding` / `right_padding` summing to (K-1)*dilation before an
-    unpadded stride-1 conv), or None."""
-    padder = getattr(conv, "padder", None)
-    pad = getattr(padder, "pad", None)
-    if not (isinstance(conv, nn.Conv1d) and isinstance(pad, nn.ConstantPad1d) and pad.value == 0
-            and _plain_geometry(conv)):
-        return None
-    left, right = getattr(padder, "left_padding", None), getattr(padder, "right_padding", None)
-    if not isinstance(left, int) or not isinstance(right, int) or tuple(pad.padding) != (left, right) \
-            or left + right != (conv.kernel_size[0] - 1) * conv.dilation[0]:
-        return None
-    return left, right
-
-
-def is_pytorch_tcn_block(block):
-    """pytorch-tcn's TemporalBlock as the reference's: self-padded convs, ReLU after each and after the
-    residual, no norm layer, gate or embeddings (duck-typed)."""
-    return (all(self_padding(getattr(block, name, None)) is not None for name in ("conv1", "conv2"))
-            and all(type(getattr(block, name, None)) is nn.ReLU
-                    for name in ("activation1", "activation2", "activation_final"))
-            and getattr(block, "norm1", 0) is None and getattr(block, "norm2", 0) is None
-            and not getattr(block, "use_gate", True) and getattr(block, "embedding_shapes", 0) is None)
-
-
-def _plain_geometry(conv):
-    return conv.stride == (1,) and conv.padding == (0,) and conv.padding_mode == "zeros"
-
-
-def is_pointwise(conv):
-    """A plain 1x1 nn.Conv1d (stride 1, no padding; weight norm allowed): a downsample, skip or
-    output projection. Subclasses of nn.Conv1d are left alone (their forward may differ)."""
-    cls = type(conv).__bases__[0] if parametrize.is_parametrized(conv) else type(conv)
-    return cls is nn.Conv1d and conv.kernel_size == (1,) and _plain_geometry(conv)
-
-
-def fused_conv(conv, x, padding):
-    """conv's output on x by tcnkernels.conv1d: its own weight (weight norm included), bias,
-    dilation and groups, with `padding` (left, right)."""
-    return conv1d(x, conv.weight, conv.bias, conv.dilation[0], conv.groups, padding)
-
-
-def _fused_conv_forward(self, x, *args, **kwargs):
-    """The forward of a conv fused in place: fused_conv with the padding found at conversion; any
-    other call (pytorch-tcn's streaming `inference=True`, a BufferIO) runs the module's own forward."""
-    if args or any(v not in (None, False) for v in kwargs.values()) or x.dim() not in (2, 3):
+def _fused_forward(self, x, *args, **kwargs):
+    """The forward of a module fused in place: its structure's fused forward with the plan found at
+    conversion; any other call (pytorch-tcn's streaming `inference=True`, a BufferIO, an input of
+    another rank) runs the module's own forward."""
+    structure, plan = self._tcnkernels_fused
+    if args or any(v not in (None, False) for v in kwargs.values()) or x.dim() not in structure.x_dims:
         return type(self).forward(self, x, *args, **kwargs)
-    return fused_conv(self, x, self._tcnkernels_padding)
+    return structure.forward(self, x, plan)
 
 
-def _fuse_in_place(conv, padding):
-    conv._tcnkernels_padding = padding
-    conv.forward = types.MethodType(_fused_conv_forward, conv)
+def _fuse_in_place(module, structure, plan, swapped):
+    swapped[f"{type(module).__name__} -> fused in place"] += 1
+    module._tcnkernels_fused = structure, plan
+    module.forward = types.MethodType(_fused_forward, module)
 
 
 def is_fused_in_place(module):
-    return getattr(module, "_tcnkernels_padding", None) is not None
+    return getattr(module, "_tcnkernels_fused", None) is not None
+
+
+def _runs_its_children(module):
+    """Whether the children of a module are called as modules (convert goes on into them)."""
+    return not is_fused_in_place(module) or module._tcnkernels_fused[0].calls_children
 
 
 def convert(model, strict: bool = False):
     """Swap every reference TemporalBlock inside `model` for a fused `TemporalBlock` that holds the
     same Parameter objects (an optimizer built before still updates them), and fuse in place every
-    conv that pads itself to keep the length (pytorch-tcn's) and every plain 1x1 Conv1d.
+    block and conv of a structure in `zoo.IN_PLACE` (Darts, NeuralForecast, pytorch-tcn, 1x1 convs).
 
     Works in place on any model (a TemporalConvNet, or one holding blocks anywhere) and returns it;
     if `model` itself is a reference block, returns its replacement. Logs what it swapped (logger
@@ -160,12 +103,12 @@ def convert(model, strict: bool = False):
     if is_reference_block(model):
         swapped[f"{type(model).__name__} -> TemporalBlock"] += 1
         result = _convert_block(model)
-    elif not is_fused_in_place(model) and (self_padding(model) or is_pointwise(model)):
-        swapped[f"{type(model).__name__} -> fused in place"] += 1
-        _fuse_in_place(model, self_padding(model) or (0, 0))
-        result = model
     else:
-        _convert_children(model, swapped)
+        found = None if is_fused_in_place(model) else in_place_structure(model)
+        if found is not None:
+            _fuse_in_place(model, *found, swapped)
+        if _runs_its_children(model):
+            _convert_children(model, swapped)
         result = model
     if swapped:
         log.info("convert: swapped %s", ", ".join(f"{n} {name}" for name, n in sorted(swapped.items())))
@@ -188,11 +131,11 @@ def _convert_children(module, swapped):
             swapped[f"{type(child).__name__} -> TemporalBlock"] += 1
             setattr(module, name, _convert_block(child))
             continue
-        padding = self_padding(child) or ((0, 0) if is_pointwise(child) else None)
-        if padding is not None:
-            swapped[f"{type(child).__name__} -> fused in place"] += 1
-            _fuse_in_place(child, padding)
-        _convert_children(child, swapped)
+        found = in_place_structure(child)
+        if found is not None:
+            _fuse_in_place(child, *found, swapped)
+        if _runs_its_children(child):
+            _convert_children(child, swapped)
 
 
 def unconverted_convs(model):
@@ -204,6 +147,8 @@ def unconverted_convs(model):
             return
         if isinstance(module, nn.Conv1d) and not is_fused_in_place(module):
             left.append((prefix, type(module).__name__))
+        if not _runs_its_children(module):  # its fused forward reads its convs' weights
+            return
         for name, child in module.named_children():
             walk(child, f"{prefix}.{name}" if prefix else name)
 

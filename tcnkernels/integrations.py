@@ -2,19 +2,32 @@
 tcnkernels' fused kernels, with nothing else changed (Liger-Kernel style).
 
     import tcnkernels.integrations
-    tcnkernels.integrations.apply_to_pytorch_tcn()
-    model = pytorch_tcn.TCN(...)  # its convs now run tcnkernels.conv1d
+    tcnkernels.integrations.apply_to_darts()
+    model = darts.models.TCNModel(...)  # its residual blocks now run tcnkernels.conv1d
+    model.fit(series)
 
-The library's classes are patched in place, never replaced: its models, state_dicts and pickles stay
-the library's, so a checkpoint saved with the integration on loads in a process without it. Each
-integration checks that the library's structure is the one it was tested with and raises a
-RuntimeError naming the version otherwise.
+    apply_to_pytorch_tcn()    pytorch_tcn.conv.TemporalConv1d (causal or its p//2 split)
+    apply_to_darts()          darts.models.forecasting.tcn_model._ResidualBlock
+    apply_to_neuralforecast() neuralforecast.common._modules.CausalConv1d and
+                              TemporalConvolutionEncoder
+
+Only the classes' `forward` is replaced, never a class itself: the library's models, state_dicts,
+pickles and checkpoints stay the library's, so a checkpoint saved with an integration on loads in a
+process without it (Darts pickles its classes by name and loads them through a restricted
+unpickler). Each patched forward finds its module's structure (a `zoo` plan, a plain tuple) on its
+first call and runs the library's own forward for modules of another structure and for any call
+the fused forward does not take (pytorch-tcn's `inference=True` streaming). Each integration
+checks, on a small module it builds, that the library's structure is the one it was tested with
+(`TESTED_VERSIONS`), and raises a RuntimeError naming the version otherwise. `restore_*` undoes it.
 """
 import importlib
 
-from .conversion import fused_conv, self_padding
+import torch
 
-TESTED_VERSIONS = {"pytorch_tcn": ("1.2.3",)}
+from .zoo import DARTS_BLOCK, NF_CAUSAL_CONV, NF_ENCODER, SELF_PADDED_CONV
+
+TESTED_VERSIONS = {"pytorch_tcn": ("1.2.3",), "darts": ("0.48.1",), "neuralforecast": ("3.3.0",)}
+_PLAN = "_tcnkernels_class_plan"  # where a module keeps its plan (a plain tuple or None: pickles anywhere)
 _UNKNOWN = object()
 
 
@@ -25,39 +38,103 @@ def _module(name):
         raise ImportError(f"{name} is not installed ({exc}); pip install tcnkernels[zoo]") from None
 
 
-def apply_to_pytorch_tcn():
-    """Patch pytorch_tcn.conv.TemporalConv1d so that every pytorch-tcn model runs its padded convs on
-    tcnkernels.conv1d (causal, or its p//2 split), its streaming mode (`inference=True`) and every
-    other call on the library's own code. Idempotent."""
-    pytorch_tcn = _module("pytorch_tcn")
-    cls = pytorch_tcn.conv.TemporalConv1d
-    if getattr(cls, "_tcnkernels_original_forward", None) is not None:
-        return
-    version = getattr(pytorch_tcn, "__version__", "unknown")
-    probes = [(cls(2, 2, 3, dilation=2, causal=causal), padding) for causal, padding in ((True, (4, 0)),
-                                                                                          (False, (2, 2)))]
-    if any(self_padding(conv) != padding for conv, padding in probes):
-        raise RuntimeError(f"apply_to_pytorch_tcn: pytorch-tcn {version}'s TemporalConv1d does not pad as the "
-                           f"versions it was tested with ({', '.join(TESTED_VERSIONS['pytorch_tcn'])}) do")
+def _check_structure(library, what, probes):
+    """RuntimeError unless every (module, structure, plan) probe has the plan the integration expects."""
+    if any(structure.plan(module) != plan for module, structure, plan in probes):
+        version = getattr(_module(library), "__version__", "unknown")
+        raise RuntimeError(f"apply_to_{library}: {library} {version}'s {what} is not built as in the versions "
+                           f"the integration was tested with ({', '.join(TESTED_VERSIONS[library])}); "
+                           "tcnkernels.convert(model) still fuses what it recognises")
+
+
+def _patch(cls, structure):
+    """Replace cls.forward by the structure's fused forward, the original kept for every other call."""
+    if "_tcnkernels_original_forward" in cls.__dict__:
+        return  # idempotent
     original = cls.forward
 
-    def forward(self, x, inference=False, in_buffer=None, buffer_io=None):
-        padding = self.__dict__.get("_tcnkernels_class_padding", _UNKNOWN)
-        if padding is _UNKNOWN:  # structural: found once per module, not on every call
-            padding = self.__dict__["_tcnkernels_class_padding"] = self_padding(self)
-        if inference or in_buffer is not None or buffer_io is not None or padding is None or x.dim() not in (2, 3):
-            return original(self, x, inference=inference, in_buffer=in_buffer, buffer_io=buffer_io)
-        return fused_conv(self, x, padding)
+    def forward(self, x, *args, **kwargs):
+        plan = self.__dict__.get(_PLAN, _UNKNOWN)
+        if plan is _UNKNOWN:  # structural: found once per module, not on every call
+            plan = self.__dict__[_PLAN] = structure.plan(self)
+        if (plan is None or args or any(v not in (None, False) for v in kwargs.values())
+                or not isinstance(x, torch.Tensor) or x.dim() not in structure.x_dims):
+            return original(self, x, *args, **kwargs)
+        return structure.forward(self, x, plan)
 
     forward.__doc__ = original.__doc__
     cls._tcnkernels_original_forward = original
     cls.forward = forward
 
 
+def _restore(*classes):
+    for cls in classes:
+        original = cls.__dict__.get("_tcnkernels_original_forward")
+        if original is not None:
+            cls.forward = original
+            del cls._tcnkernels_original_forward
+
+
+def _pytorch_tcn_classes():
+    return (_module("pytorch_tcn").conv.TemporalConv1d,)
+
+
+def apply_to_pytorch_tcn():
+    """Patch pytorch_tcn.conv.TemporalConv1d so that every pytorch-tcn model runs its padded convs on
+    tcnkernels.conv1d (causal, or its p//2 split), its streaming mode (`inference=True`) and every
+    other call on the library's own code. Idempotent."""
+    (cls,) = _pytorch_tcn_classes()
+    _check_structure("pytorch_tcn", "TemporalConv1d",
+                     [(cls(2, 2, 3, dilation=2, causal=causal), SELF_PADDED_CONV, padding)
+                      for causal, padding in ((True, (4, 0)), (False, (2, 2)))])
+    _patch(cls, SELF_PADDED_CONV)
+
+
 def restore_pytorch_tcn():
     """Undo apply_to_pytorch_tcn (for tests and comparisons in one process)."""
-    cls = _module("pytorch_tcn").conv.TemporalConv1d
-    original = getattr(cls, "_tcnkernels_original_forward", None)
-    if original is not None:
-        cls.forward = original
-        del cls._tcnkernels_original_forward
+    _restore(*_pytorch_tcn_classes())
+
+
+def _darts_classes():
+    return (_module("darts.models.forecasting.tcn_model")._ResidualBlock,)
+
+
+def apply_to_darts():
+    """Patch Darts' _ResidualBlock so that every TCNModel runs its residual blocks fused: both convs
+    with their ReLUs on tcnkernels.conv1d with no F.pad copies, its MonteCarloDropout modules called
+    as Darts calls them (active at predict time when Darts asks). Idempotent."""
+    (cls,) = _darts_classes()
+    with torch.random.fork_rng(devices=[]):  # the probe's init leaves the user's random stream alone
+        probes = [(cls(num_filters=2, kernel_size=3, dilation_base=2, dropout=0.0, weight_norm=norm,
+                       nr_blocks_below=1, num_layers=2, input_size=2, target_size=1), DARTS_BLOCK, (4, True, True))
+                  for norm in (False, True)]
+    _check_structure("darts", "_ResidualBlock", probes)
+    _patch(cls, DARTS_BLOCK)
+
+
+def restore_darts():
+    """Undo apply_to_darts."""
+    _restore(*_darts_classes())
+
+
+def _neuralforecast_classes():
+    modules = _module("neuralforecast.common._modules")
+    return modules.CausalConv1d, modules.TemporalConvolutionEncoder
+
+
+def apply_to_neuralforecast():
+    """Patch NeuralForecast's CausalConv1d (conv + chomp + activation in one kernel; an activation the
+    kernels do not have runs as its module after the fused conv) and TemporalConvolutionEncoder
+    ([N, T, C] read as it is: no permute copies), so that its TCN model trains fused. Idempotent."""
+    conv_cls, encoder_cls = _neuralforecast_classes()
+    with torch.random.fork_rng(devices=[]):
+        probes = [(conv_cls(2, 2, 3, padding=4, dilation=2, activation="ReLU"), NF_CAUSAL_CONV, (True,)),
+                  (encoder_cls(2, 3, 2, [1, 2], activation="Tanh"), NF_ENCODER, ())]
+    _check_structure("neuralforecast", "CausalConv1d / TemporalConvolutionEncoder", probes)
+    _patch(conv_cls, NF_CAUSAL_CONV)
+    _patch(encoder_cls, NF_ENCODER)
+
+
+def restore_neuralforecast():
+    """Undo apply_to_neuralforecast."""
+    _restore(*_neuralforecast_classes())

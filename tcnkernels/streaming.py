@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._native import native_ops
-from .conversion import is_pytorch_tcn_block, is_reference_block, self_padding, weight_norm_parameters
 from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet
 from .ops import triton as triton_kernels
 from .ops.activations import RELU, activation_of
+from .zoo import is_pytorch_tcn_block, is_reference_block, self_padding, weight_norm_parameters
 
 STEP_BACKENDS = ("auto", "cpp", "triton", "torch")
 _VERSION = operator.attrgetter("_version")

@@ -18,6 +18,7 @@ LAYERS = [
     ["ops.conv", "ops.block", "ops.short_conv"],
     ["functional"],
     ["nn", "short_conv"],
+    ["zoo"],
     ["conversion", "integrations"],
     ["streaming"],
     ["selfcheck", "bench.configs", "bench.timer", "bench.markdown", "bench.providers", "bench.host",

@@ -1,0 +1,148 @@
+"""convert and the integrations on Darts' and NeuralForecast's TCNs (the real libraries, installed
+from the package registry): the fused modules are the ones that run (Darts' forward loops over its
+plain `res_blocks_list`, which holds the same objects), outputs and every gradient equal the
+library's own, Parameters and state_dict keys are the library's, and checkpoints load strictly."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from darts.models.forecasting import tcn_model
+from darts.models.forecasting.pl_forecasting_module import ModuleStage
+from darts.utils.data.torch_datasets.utils import PLModuleInput
+from neuralforecast.common import _modules as nf_modules
+
+import tcnkernels
+from helpers import LaunchRecorder
+from tcnkernels import integrations
+
+
+def _darts(weight_norm, input_size, target_size, kernel_size=3, dropout=0.0, legacy_norm=False):
+    torch.manual_seed(kernel_size + input_size)
+    module = tcn_model._TCNModule(input_size=input_size, kernel_size=kernel_size, num_filters=4, num_layers=3,
+                                  dilation_base=2, weight_norm=weight_norm, target_size=target_size, nr_params=1,
+                                  target_length=4, dropout=dropout, input_chunk_length=16, output_chunk_length=4)
+    if legacy_norm:  # the weight-norm API older Darts versions used
+        for block in module.res_blocks:
+            block.conv1 = torch.nn.utils.weight_norm(block.conv1)
+            block.conv2 = torch.nn.utils.weight_norm(block.conv2)
+    return module
+
+
+def _compare(build, run, launches):
+    ours, theirs = build(), build()
+    params, keys = list(ours.parameters()), list(ours.state_dict())
+    tcnkernels.convert(ours, strict=True)
+    assert all(a is b for a, b in zip(ours.parameters(), params)) and list(ours.state_dict()) == keys
+    with LaunchRecorder() as rec:
+        got = run(ours)
+    assert rec.launches.count("causal_conv1d_kernel") == launches, rec.launches
+    want = run(theirs)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    dy = torch.randn_like(want)
+    torch.autograd.backward(got, dy)
+    torch.autograd.backward(want, dy)
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    fresh = build()
+    fresh.load_state_dict(ours.state_dict(), strict=True)
+    ours.load_state_dict(fresh.state_dict(), strict=True)
+    return ours
+
+
+@pytest.mark.parametrize("weight_norm, legacy, input_size, target_size",
+                         [(False, False, 2, 1), (True, False, 4, 4), (False, True, 1, 2)])
+def test_convert_fuses_darts_blocks(weight_norm, legacy, input_size, target_size):
+    def build():
+        return _darts(weight_norm, input_size, target_size, legacy_norm=legacy)
+
+    x = PLModuleInput(past_target=torch.randn(3, 16, input_size), stage=ModuleStage.TRAIN)
+    downsamples = (input_size != 4) + (target_size != 4)
+    ours = _compare(build, lambda m: m(x).prediction, 6 + downsamples)
+    assert all(a is b for a, b in zip(ours.res_blocks_list, ours.res_blocks))
+    assert type(ours.res_blocks[0]) is tcn_model._ResidualBlock
+
+
+def test_darts_monte_carlo_dropout_stays_active_at_predict_time():
+    """MonteCarloDropout stays a child module that Darts switches: active at predict time when Darts
+    asks (the masks are drawn in the fused convs' channel-last output order, so they are other
+    draws than Darts' own), off otherwise."""
+    ours = _darts(False, 2, 1, dropout=0.5).eval()
+    theirs = copy.deepcopy(ours)
+    tcnkernels.convert(ours)
+    x = PLModuleInput(past_target=torch.randn(2, 16, 2), stage=ModuleStage.PREDICT)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x).prediction, theirs(x).prediction, rtol=1e-5, atol=1e-5)
+        ours.set_mc_dropout(active=True)
+        assert not torch.allclose(ours(x).prediction, ours(x).prediction), "dropout is active"
+        ours.set_mc_dropout(active=False)
+        torch.testing.assert_close(ours(x).prediction, theirs(x).prediction, rtol=1e-5, atol=1e-5)
+
+
+def _fit_and_predict(epochs=2):
+    from darts import TimeSeries
+    from darts.models import TCNModel
+    series = TimeSeries.from_values(np.sin(np.arange(80) / 4).astype(np.float32))
+    model = TCNModel(input_chunk_length=12, output_chunk_length=3, kernel_size=3, num_filters=3, n_epochs=epochs,
+                     dropout=0.0, random_state=0, batch_size=32,
+                     pl_trainer_kwargs=dict(accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
+                                            logger=False, enable_checkpointing=False))
+    model.fit(series, verbose=False)
+    return model, model.predict(3, series=series, verbose=False).values()
+
+
+@pytest.mark.slow
+def test_apply_to_darts_trains_fused_and_checkpoints_stay_darts(tmp_path):
+    integrations.apply_to_darts()
+    try:
+        with LaunchRecorder() as rec:
+            model, got = _fit_and_predict()
+        assert rec.launches.count("causal_conv1d_kernel") > 0
+        model.save(str(tmp_path / "tcn.pt"))
+    finally:
+        integrations.restore_darts()
+    _, want = _fit_and_predict()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    from darts.models import TCNModel
+    loaded = TCNModel.load(str(tmp_path / "tcn.pt"))  # in a process with the integration off
+    assert type(loaded.model.res_blocks[0]) is tcn_model._ResidualBlock
+
+
+def test_integrations_refuse_a_structure_they_do_not_know(monkeypatch):
+    class Changed(tcn_model._ResidualBlock):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.conv1.padding = (1,)
+
+    monkeypatch.setattr(tcn_model, "_ResidualBlock", Changed)
+    with pytest.raises(RuntimeError, match="tested with \\(0.48.1\\)"):
+        integrations.apply_to_darts()
+
+
+@pytest.mark.parametrize("activation, fused", [("ReLU", True), ("PReLU", True), ("Softsign", False)])
+def test_convert_fuses_neuralforecast_encoder(activation, fused):
+    def build():
+        torch.manual_seed(0)
+        return nf_modules.TemporalConvolutionEncoder(3, 5, 2, [1, 2, 4], activation=activation)
+
+    x = torch.randn(2, 17, 3)  # [N, T, C]
+    ours = _compare(build, lambda m: m(x), 3)
+    assert "tcn.0.conv.weight" in ours.state_dict() and "tcn.0.causalconv.0.weight" in ours.state_dict()
+
+
+def test_apply_to_neuralforecast_runs_its_encoder_fused():
+    torch.manual_seed(0)
+    theirs = nf_modules.TemporalConvolutionEncoder(2, 4, 3, [1, 2], activation="Tanh")
+    integrations.apply_to_neuralforecast()
+    integrations.apply_to_neuralforecast()  # idempotent
+    try:
+        x = torch.randn(2, 9, 2)
+        with LaunchRecorder() as rec, torch.no_grad():
+            got = theirs(x)
+        assert rec.launches.count("causal_conv1d_kernel") == 2
+    finally:
+        integrations.restore_neuralforecast()
+    with LaunchRecorder() as rec, torch.no_grad():
+        want = theirs(x)
+    assert rec.launches == []
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
