@@ -14,7 +14,7 @@
 //
 // stages: 4 ints per stage, [kind, a, b, c] with conv indices a, b, c (-1: none):
 //   kind 0: conv a (ReLU if relu[a]);  kind 1: block relu(conv b(conv a(x)) + (x or conv c(x)));
-//   kind 2: ReLU.
+//   kind 2: ReLU;  kind 3: block conv b(conv a(x)) + (x or conv c(x)), no ReLU after the sum (Darts').
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -136,7 +136,11 @@ void run_stage(const std::vector<Conv<T>>& convs, const int64_t* stage, int64_t 
       if (stage[3] >= 0) conv_rows(convs[stage[3]], b, count, t, x, d, taps);
       for (int64_t r = 0; r < count; ++r) {
         const T* residual = stage[3] >= 0 ? d[r] : x[r];
-        for (int64_t o = 0; o < c2.c_out; ++o) y[r][o] = std::max(y[r][o] + residual[o], T(0));
+        if (stage[0] == 1) {
+          for (int64_t o = 0; o < c2.c_out; ++o) y[r][o] = std::max(y[r][o] + residual[o], T(0));
+        } else {
+          for (int64_t o = 0; o < c2.c_out; ++o) y[r][o] += residual[o];
+        }
       }
     }
   }
@@ -186,7 +190,7 @@ at::Tensor stream_step(const at::Tensor& x, at::TensorList weights, const c10::L
   }
   for (size_t s = 0; s < stages.size(); s += 4) {
     if (stages[s] == 0) c_last = weights[stages[s + 1]].size(0);
-    if (stages[s] == 1) c_last = weights[stages[s + 2]].size(0);
+    if (stages[s] == 1 || stages[s] == 3) c_last = weights[stages[s + 2]].size(0);
   }
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stream_step", [&] {
@@ -247,7 +251,8 @@ at::Tensor stream_step(const at::Tensor& x, at::TensorList weights, const c10::L
             res = at::empty({B, weights[st[3]].size(0)}, x.options());
             conv(st[3], x_t, res);
           }
-          y.add_(res).clamp_min_(0);
+          y.add_(res);
+          if (st[0] == 1) y.clamp_min_(0);
         }
       } else {
         // grain: a few row groups per task, so two or more threads only split batches worth it

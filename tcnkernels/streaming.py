@@ -5,7 +5,8 @@ last (K-1)*dilation inputs and a new step costs O(layers * C^2 * K), whatever th
 concatenated outputs of `Streamer.step` over any chunking of a sequence equal the model's forward on
 the whole sequence (eval mode), from a zero history (the forward's implicit zero padding).
 
-The model is compiled once into a flat list of stages (conv, block, pointwise). Three steps run them:
+The model is compiled once into a flat list of stages (conv, block, pointwise: stream_stages.py).
+Three steps run them:
   cpp     one call of the C++ step (csrc/stream_step.cpp) advances the whole network: each conv
           keeps a ring of its last (K-1)*dilation + 1 inputs, (B, slots, C_in), and a position;
   triton  one launch of stream_step_kernel (tcnkernels/ops/triton/stream_kernels.py) does the same
@@ -21,166 +22,14 @@ import functools
 import operator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._native import native_ops
-from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet
 from .ops import triton as triton_kernels
-from .ops.activations import RELU, activation_of
-from .zoo import is_pytorch_tcn_block, is_reference_block, self_padding, weight_norm_parameters
+from .stream_stages import CONV, CPP_POINTWISE, RELU_STAGE, _Block, _ConvStage, model_stages
 
 STEP_BACKENDS = ("auto", "cpp", "triton", "torch")
 _VERSION = operator.attrgetter("_version")
-
-# Layers that act on each time step alone: they stream as they are.
-POINTWISE = (nn.Identity, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Dropout)
-CPP_POINTWISE = (nn.Identity, nn.ReLU, nn.Dropout)  # those the C++ step runs (dropout only in eval)
-
-
-class _Conv:
-    """One causal conv: its module, taps, dilation, folded weight and the parameters it came from."""
-
-    def __init__(self, conv, activation=None):
-        if conv.stride != (1,) or conv.groups != 1 or conv.padding_mode != "zeros":
-            raise ValueError(f"cannot stream {conv}: only stride 1, groups 1, zero padding are causal convs here")
-        self.module, self.K, self.dilation = conv, conv.kernel_size[0], conv.dilation[0]
-        self.history = (self.K - 1) * self.dilation  # input steps the next output still reads
-        if isinstance(conv, TemporalConv1d):
-            if conv.pad_right:
-                raise ValueError(f"cannot stream {conv}: its padding {conv.temporal_padding!r} reads "
-                                 f"{conv.pad_right} future steps; the streamer runs causal convs (padding='causal')")
-        elif self_padding(conv) is not None:  # pads its own input (pytorch-tcn's TemporalConv1d)
-            if self_padding(conv) != (self.history, 0):
-                raise ValueError(f"cannot stream {conv}: it pads {self_padding(conv)} (left, right), reading future "
-                                 "steps; the streamer runs causal convs")
-        elif conv.padding != (self.history,):
-            raise ValueError(f"cannot stream {conv}: a plain Conv1d is causal only with padding (K-1)*dilation "
-                             f"= {self.history} and a chomp, got padding {conv.padding}")
-        if activation is None:
-            act = activation_of(getattr(conv, "activation", None))[0]
-            if act not in (None, RELU):
-                raise ValueError(f"cannot stream {conv}: the streamer's steps fuse ReLU or no activation, not "
-                                 f"{act.name}")
-            activation = None if act is None else "relu"
-        self.activation = activation
-        self.c_in, self.c_out = conv.in_channels, conv.out_channels
-        self.fold()
-
-    def fold(self):
-        """The effective weight (weight norm applied, legacy or parametrized) and bias, detached."""
-        conv = self.module
-        norm = weight_norm_parameters(conv)
-        with torch.no_grad():
-            weight = conv.weight if norm is None else torch._weight_norm(norm[1], norm[0], 0)
-            self.weight = weight.detach().clone()
-            self.bias = None if conv.bias is None else conv.bias.detach().contiguous()
-            self.taps_major = self.weight.permute(0, 2, 1).contiguous()  # (C_out, K, C_in): the C++ step's
-        self.sources = _owned_parameters(conv)
-
-    def step(self, x, cache):
-        """Outputs for the new steps x (B, C_in, n); `cache` (B, C_in, history) moves forward in place."""
-        if self.history:
-            window = torch.cat([cache, x], dim=2)
-            cache.copy_(window[:, :, window.shape[2] - self.history:])
-        else:
-            window = x
-        y = F.conv1d(window, self.weight, self.bias, dilation=self.dilation)
-        return torch.relu(y) if self.activation == "relu" else y
-
-
-def _owned_parameters(module):
-    """(owner module, name, parameter) of every parameter under `module`."""
-    return [(owner, name, p) for owner in module.modules() for name, p in owner._parameters.items() if p is not None]
-
-
-def _pytorch_tcn_network(model):
-    """pytorch-tcn's TCN whose forward is its blocks in a row (NCL, no skips, projection or output
-    activation): its blocks, or None."""
-    network = getattr(model, "network", None)
-    if not isinstance(network, nn.ModuleList) or not hasattr(model, "use_skip_connections"):
-        return None
-    plain = (not model.use_skip_connections and getattr(model, "projection_out", 0) is None
-             and getattr(model, "activation_out", 0) is None and getattr(model, "input_shape", None) == "NCL")
-    if not plain or not all(is_pytorch_tcn_block(b) for b in network):
-        raise ValueError(f"cannot stream this {type(model).__name__}: the streamer runs pytorch-tcn's TCN with "
-                         "input_shape='NCL', ReLU, weight norm or no norm, and no skip connections, gate, "
-                         "embeddings, output projection or output activation")
-    return list(network)
-
-
-class _Block:
-    """A TemporalBlock (ours, the reference's or pytorch-tcn's): relu(D(relu(conv2(D(relu(conv1(x)))))) + res)."""
-
-    def __init__(self, block):
-        self.module = block
-        if isinstance(block, TemporalBlock) and (
-                getattr(block, "block_activation", RELU) != RELU or not getattr(block, "final_activation", True)
-                or not getattr(block, "conv2_activation", True)):
-            raise ValueError(f"cannot stream {type(block).__name__}: the streamer's steps run the reference block "
-                             "(ReLU after each conv and after the residual)")
-        activation = None if isinstance(block, TemporalBlock) else "relu"  # ours fuses the ReLUs into its convs
-        self.conv1, self.conv2 = _Conv(block.conv1, activation), _Conv(block.conv2, activation)
-        self.downsample = None if block.downsample is None else _Conv(block.downsample)
-        if self.downsample is not None and self.downsample.K != 1:
-            raise ValueError(f"cannot stream {type(block).__name__}: its downsample is not a 1x1 conv")
-        self.convs = [c for c in (self.conv1, self.conv2, self.downsample) if c is not None]
-        self.c_in, self.c_out = self.conv1.c_in, self.conv2.c_out
-
-    def dropouts(self):
-        return [self.module.dropout1, self.module.dropout2]
-
-    def step(self, x, caches):
-        out = self.conv2.step(self.conv1.step(x, caches[0]), caches[1])
-        res = x if self.downsample is None else self.downsample.step(x, None)
-        return torch.relu(out + res)
-
-
-class _Pointwise:
-    def __init__(self, module):
-        self.module, self.convs, self.c_in, self.c_out = module, [], None, None
-
-    def dropouts(self):
-        return [self.module] if isinstance(self.module, nn.Dropout) else []
-
-    def step(self, x, caches):
-        return self.module(x)
-
-
-class _ConvStage:
-    def __init__(self, conv):
-        self.conv = _Conv(conv)
-        self.convs, self.c_in, self.c_out = [self.conv], self.conv.c_in, self.conv.c_out
-
-    def dropouts(self):
-        return []
-
-    def step(self, x, caches):
-        return self.conv.step(x, caches[0])
-
-
-def _stages(model):
-    """The model as a flat list of stages, or a ValueError naming what cannot stream."""
-    if isinstance(model, TemporalConv1d):
-        return [_ConvStage(model)]
-    if isinstance(model, TemporalBlock) or is_reference_block(model) or is_pytorch_tcn_block(model):
-        return [_Block(model)]
-    if isinstance(model, nn.Sequential):
-        return [stage for child in model for stage in _stages(child)]
-    if isinstance(model, POINTWISE):
-        return [_Pointwise(model)]
-    children = dict(model.named_children())
-    if isinstance(model, TemporalConvNet) or (list(children) == ["network"]
-                                              and isinstance(children["network"], nn.Sequential)):
-        return _stages(model.network)  # the authors' TemporalConvNet: forward(x) = self.network(x)
-    blocks = _pytorch_tcn_network(model)
-    if blocks is not None:
-        return [_Block(block) for block in blocks]
-    if isinstance(model, nn.Conv1d):
-        raise ValueError(f"cannot stream {model}: a bare nn.Conv1d is not causal (use tcnkernels.CausalConv1d)")
-    raise ValueError(f"cannot stream a {type(model).__name__}: the streamer knows CausalConv1d, TemporalBlock, "
-                     "TemporalConvNet (ours, the reference's or pytorch-tcn's), nn.Sequential of them and pointwise "
-                     "activations")
 
 
 def history_slots(position, history, slots, device=None):
@@ -198,8 +47,11 @@ class Streamer:
         state = stream.state_dict(); stream.load_state_dict(state)   # the caches
 
     `model`: a CausalConv1d, a TemporalBlock, a TemporalConvNet (ours or the authors'), an
-    nn.Sequential of them with pointwise activations, or a model after `tcnkernels.convert`; in eval
-    mode (or with dropout 0). Works in the model's dtype and on its device. The caches belong to the
+    nn.Sequential of them with pointwise activations, pytorch-tcn's TCN, Darts' _TCNModule
+    (`TCNModel(...).model`), NeuralForecast's TemporalConvolutionEncoder, as built or after
+    `tcnkernels.convert` (tcnkernels/stream_stages.py lists the structures); in eval mode (or with
+    dropout 0). A model whose forward takes [N, T, C] is stepped in that layout (`stream.layout`).
+    Works in the model's dtype and on its device. The caches belong to the
     streamer; the model's parameters are read, and a change to them (an optimizer step, a
     load_state_dict) is picked up at the next step. `backend`: "auto", "cpp" (the C++ step: fp32 or
     fp64 on a CPU), "triton" (one kernel launch a step: fp32, fp16 or bf16 on a GPU, layers up to
@@ -214,7 +66,7 @@ class Streamer:
         if backend not in STEP_BACKENDS:
             raise ValueError(f"backend must be one of {STEP_BACKENDS}, got {backend!r}")
         self.model, self.batch_size = model, batch_size
-        self.stages = _stages(model)
+        self.stages, self.layout = model_stages(model)
         self.convs = [conv for stage in self.stages for conv in stage.convs]
         if not self.convs:
             raise ValueError(f"{type(model).__name__} has no causal conv to stream")
@@ -277,11 +129,12 @@ class Streamer:
         at, stages = self._index, []
         for s in self.stages:
             if isinstance(s, _ConvStage):
-                stages += [0, at[id(s.conv)], -1, -1]
+                stages += [CONV, at[id(s.conv)], -1, -1]
             elif isinstance(s, _Block):
-                stages += [1, at[id(s.conv1)], at[id(s.conv2)], -1 if s.downsample is None else at[id(s.downsample)]]
+                stages += [s.kind, at[id(s.conv1)], at[id(s.conv2)],
+                           -1 if s.downsample is None else at[id(s.downsample)]]
             elif isinstance(s.module, nn.ReLU):
-                stages += [2, -1, -1, -1]
+                stages += [RELU_STAGE, -1, -1, -1]
         return stages, [c.dilation for c in self.convs], [int(c.activation == "relu") for c in self.convs]
 
     def _watch(self):
@@ -304,20 +157,38 @@ class Streamer:
         return True
 
     def _check_mode(self):
-        for d in self._dropouts:
-            if d.training and d.p > 0:
-                raise ValueError("cannot stream a model in training mode with dropout > 0: call model.eval()")
+        for d in self._dropouts:  # dropouts (Darts' MonteCarloDropout: on at predict time too) and RReLU
+            if isinstance(d, nn.RReLU) and d.training:
+                raise ValueError("cannot stream a model in training mode with RReLU (random slopes): call model.eval()")
+            if getattr(d, "mc_dropout_enabled", d.training) and getattr(d, "p", 0) > 0:
+                raise ValueError("cannot stream a model whose dropout > 0 is active (training mode, or Darts' "
+                                 "mc_dropout): call model.eval()")
 
     def step(self, x):
-        """Advance every row by x.shape[2] steps: x (B, C_in, n) -> y (B, C_out, n)."""
+        """Advance every row by n steps: x (B, C_in, n) -> y (B, C_out, n), or in the model's own layout
+        for a channel-last model ([N, T, C]: x (B, n, C_in) -> (B, n, C_out), Darts' viewed as
+        (B, n, target_size, nr_params))."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        channels_last, out_shape = self.layout
+        batch, channels = f"batch_size={self.batch_size}", f"C_in={self.c_in}"
+        expected = f"({batch}, n >= 1, {channels})" if channels_last else f"({batch}, {channels}, n >= 1)"
+        if x.dim() == 3 and channels_last:
+            x = x.transpose(1, 2)  # a view: the steps read any strides
         if x.dim() != 3 or x.shape[0] != self.batch_size or x.shape[1] != self.c_in or x.shape[2] < 1:
-            raise ValueError(f"x must be (batch_size={self.batch_size}, C_in={self.c_in}, n >= 1), "
-                             f"got shape {tuple(x.shape)}")
+            shape = tuple(x.transpose(1, 2).shape) if x.dim() == 3 and channels_last else tuple(x.shape)
+            raise ValueError(f"x must be {expected}, got shape {shape}")
         if x.dtype != self.dtype or x.device != self.device:
             raise TypeError(f"x must be {self.dtype} on {self.device} (the model's), got {x.dtype} on {x.device}")
         self._check_mode()
+        y = self._advance(x)
+        if not channels_last:
+            return y
+        y = y.transpose(1, 2)
+        return y if out_shape is None else y.reshape(*y.shape[:2], *out_shape)
+
+    def _advance(self, x):
+        """Every step of the chosen backend on channel-first x (B, C_in, n)."""
         refolded = self._follow_parameters()
         with torch.no_grad():
             if self.backend == "triton":

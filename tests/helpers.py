@@ -80,3 +80,18 @@ class LaunchRecorder:
 
     def __exit__(self, *exc):
         launching.launch = self._launch
+
+
+def assert_same_as_library(ours, theirs, got, want, build):
+    """A converted model `ours` against the library's own `theirs` (built alike): outputs, every
+    parameter's gradient (the library's as the reference), and strict state_dict loads both ways
+    with a freshly built model."""
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    dy = torch.randn_like(want)
+    torch.autograd.backward(got, dy)
+    torch.autograd.backward(want, dy)
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    fresh = build()
+    fresh.load_state_dict(ours.state_dict(), strict=True)
+    ours.load_state_dict(fresh.state_dict(), strict=True)

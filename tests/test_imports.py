@@ -19,7 +19,7 @@ LAYERS = [
     ["functional"],
     ["nn", "short_conv"],
     ["zoo"],
-    ["conversion", "integrations"],
+    ["conversion", "integrations", "stream_stages"],
     ["streaming"],
     ["selfcheck", "bench.configs", "bench.timer", "bench.markdown", "bench.providers", "bench.host",
      "bench.structure", "bench.streaming", "bench.report", "bench.timing", "tasks.data", "tasks.presets",

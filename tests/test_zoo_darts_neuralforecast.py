@@ -13,7 +13,7 @@ from darts.utils.data.torch_datasets.utils import PLModuleInput
 from neuralforecast.common import _modules as nf_modules
 
 import tcnkernels
-from helpers import LaunchRecorder
+from helpers import LaunchRecorder, assert_same_as_library
 from tcnkernels import integrations
 
 
@@ -38,15 +38,7 @@ def _compare(build, run, launches):
         got = run(ours)
     assert rec.launches.count("causal_conv1d_kernel") == launches, rec.launches
     want = run(theirs)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    dy = torch.randn_like(want)
-    torch.autograd.backward(got, dy)
-    torch.autograd.backward(want, dy)
-    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
-    fresh = build()
-    fresh.load_state_dict(ours.state_dict(), strict=True)
-    ours.load_state_dict(fresh.state_dict(), strict=True)
+    assert_same_as_library(ours, theirs, got, want, build)
     return ours
 
 
@@ -146,3 +138,64 @@ def test_apply_to_neuralforecast_runs_its_encoder_fused():
         want = theirs(x)
     assert rec.launches == []
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _chunks(stream, x):
+    """x [N, T, C] stepped through in chunks of 1, 6 and the rest, concatenated along time."""
+    return torch.cat([stream.step(x[:, a:b]) for a, b in ((0, 1), (1, 7), (7, x.shape[1]))], 1)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
+@pytest.mark.parametrize("weight_norm, converted", [(False, False), (True, True), (True, False)])
+def test_streamer_steps_a_darts_tcn_exactly(backend, weight_norm, converted):
+    """Darts' _TCNModule (no ReLU after the residual, none after the last conv2, conv3 downsamples)
+    stepped in its own layout: [N, n, C] chunks in, [N, n, target_size, nr_params] out, equal to its
+    forward on the whole window, at any batch size, MonteCarloDropout in eval."""
+    model = _darts(weight_norm, input_size=2, target_size=3, dropout=0.3).eval()
+    if converted:
+        tcnkernels.convert(model)
+    x = torch.randn(3, 16, 2)
+    with torch.no_grad():
+        whole = model(PLModuleInput(past_target=x, stage=ModuleStage.TRAIN)).prediction
+        stream = tcnkernels.Streamer(model, batch_size=3, backend=backend)
+        steps = _chunks(stream, x)
+    assert stream.backend == backend and stream.layout.channels_last
+    torch.testing.assert_close(steps, whole, rtol=1e-5, atol=1e-5)
+    model.set_mc_dropout(active=True)  # Darts' predict-time Monte Carlo dropout: random, not streamable
+    with pytest.raises(ValueError, match="mc_dropout"):
+        stream.step(x[:, :1])
+
+
+@pytest.mark.parametrize("activation, backend, runs", [("ReLU", "auto", "cpp"), ("ReLU", "triton", "triton"),
+                                                       ("PReLU", "auto", "torch"), ("Softsign", "auto", "torch"),
+                                                       ("Identity", "cpp", "cpp")])
+@pytest.mark.parametrize("converted", [False, True], ids=["as-built", "converted"])
+def test_streamer_steps_a_neuralforecast_encoder_exactly(activation, backend, runs, converted):
+    """NeuralForecast's encoder stepped on [N, n, C] chunks: ReLU fused into the C++ and Triton
+    steps' convs, any other pointwise activation a stage of the PyTorch step."""
+    torch.manual_seed(0)
+    encoder = nf_modules.TemporalConvolutionEncoder(3, 5, 2, [1, 2, 4], activation=activation).eval()
+    if converted:
+        tcnkernels.convert(encoder)
+    x = torch.randn(4, 19, 3)  # [N, T, C]
+    with torch.no_grad():
+        whole = encoder(x)
+        stream = tcnkernels.Streamer(encoder, batch_size=4, backend=backend)
+        steps = _chunks(stream, x)
+    assert stream.backend == runs
+    torch.testing.assert_close(steps, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_streamer_says_what_of_darts_and_neuralforecast_it_cannot_step():
+    from neuralforecast.models import TCN
+    with pytest.raises(ValueError, match="stream its hist_encoder"):
+        tcnkernels.Streamer(TCN(h=4, input_size=8, max_steps=1), batch_size=1)
+    with pytest.raises(ValueError, match="GLU halves an axis"):
+        tcnkernels.Streamer(nf_modules.TemporalConvolutionEncoder(2, 4, 2, [1], activation="GLU"), batch_size=1)
+    model = _darts(False, 2, 1, dropout=0.2)  # training mode
+    stream = tcnkernels.Streamer(model.eval(), batch_size=1)
+    with pytest.raises(ValueError, match=r"must be \(batch_size=1, n >= 1, C_in=2\), got shape \(1, 2, 5\)"):
+        stream.step(torch.randn(1, 2, 5))  # channel-first, where Darts' layout is [N, T, C]
+    model.train()
+    with pytest.raises(ValueError, match="training mode"):
+        stream.step(torch.randn(1, 5, 2))

@@ -10,7 +10,7 @@ import pytorch_tcn
 import torch
 
 import tcnkernels
-from helpers import LaunchRecorder
+from helpers import LaunchRecorder, assert_same_as_library
 
 CASES = [  # kernel_size, causal, use_norm, activation, use_skip_connections, input_shape, output_projection, gate
     (3, True, "weight_norm", "relu", False, "NCL", None, False),
@@ -50,17 +50,7 @@ def test_convert_fuses_pytorch_tcn_in_place(case):
         got = ours(x)
     assert rec.launches.count("causal_conv1d_kernel") >= 6, "the fused convs run"
     want = theirs(x)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    # the gradients of every parameter, the library's own as the reference
-    dy = torch.randn_like(want)
-    torch.autograd.backward(got, dy)
-    torch.autograd.backward(want, dy)
-    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
-    # checkpoints load strictly both ways
-    fresh = _tcn(*case)
-    fresh.load_state_dict(ours.state_dict(), strict=True)
-    ours.load_state_dict(fresh.state_dict(), strict=True)
+    assert_same_as_library(ours, theirs, got, want, lambda: _tcn(*case))
 
 
 def test_streaming_mode_still_runs_the_library():
@@ -141,3 +131,21 @@ def test_streamer_refuses_what_it_cannot_run_exactly():
         tcnkernels.Streamer(_tcn(3, True, None, "relu", True, "NCL", None).eval(), batch_size=1)
     with pytest.raises(ValueError, match="reading future steps"):
         tcnkernels.Streamer(pytorch_tcn.TCN(3, [4], kernel_size=3, causal=False).eval(), batch_size=1)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_streamer_steps_pytorch_tcn_in_its_own_layout(backend):
+    """input_shape='NLC' is stepped on [N, n, C] chunks; the output projection and activation run
+    after the blocks (the ReLU one in the C++ step, GELU in the PyTorch step)."""
+    activation = "relu" if backend == "cpp" else "gelu"
+    torch.manual_seed(0)
+    model = pytorch_tcn.TCN(3, [6, 4], kernel_size=3, output_projection=2, output_activation=activation,
+                            input_shape="NLC").eval()
+    tcnkernels.convert(model)
+    x = torch.randn(2, 25, 3)
+    with torch.no_grad():
+        whole = model(x)
+        stream = tcnkernels.Streamer(model, batch_size=2)
+        steps = torch.cat([stream.step(x[:, t:t + n]) for t, n in ((0, 4), (4, 1), (5, 20))], 1)
+    assert stream.backend == backend
+    torch.testing.assert_close(steps, whole, rtol=1e-5, atol=1e-5)
