@@ -83,21 +83,64 @@ def _fit_and_predict(epochs=2):
     return model, model.predict(3, series=series, verbose=False).values()
 
 
+def _nf_fit_and_predict(steps=4):
+    import pandas as pd
+    from neuralforecast import NeuralForecast
+    from neuralforecast.models import TCN
+    frame = pd.DataFrame({"unique_id": "s", "ds": pd.date_range("2020-01-01", periods=80, freq="D"),
+                          "y": np.sin(np.arange(80) / 4).astype(np.float32)})
+    model = TCN(h=3, input_size=12, max_steps=steps, random_seed=0, batch_size=8, encoder_hidden_size=8,
+                context_size=4, decoder_hidden_size=8, enable_progress_bar=False, logger=False,
+                enable_model_summary=False, accelerator="cpu", enable_checkpointing=False)
+    forecaster = NeuralForecast(models=[model], freq="D")
+    forecaster.fit(frame)
+    return forecaster, forecaster.predict()["TCN"].to_numpy()
+
+
+# Loads the checkpoints in a fresh interpreter where `import tcnkernels` fails, and prints the predictions.
+_LOAD_WITHOUT_TCNKERNELS = """
+import sys
+sys.modules["tcnkernels"] = None  # any unpickled reference to tcnkernels would raise here
+import numpy as np
+from darts.models import TCNModel
+from neuralforecast import NeuralForecast
+darts_model = TCNModel.load(sys.argv[1] + "/darts.pt")
+print(darts_model.predict(3, verbose=False).values().ravel().tolist())
+print(NeuralForecast.load(sys.argv[1] + "/nf").predict()["TCN"].to_numpy().tolist())
+"""
+
+
 @pytest.mark.slow
-def test_apply_to_darts_trains_fused_and_checkpoints_stay_darts(tmp_path):
+def test_integrations_train_fused_and_checkpoints_stay_the_libraries(tmp_path):
+    """A short Darts TCNModel fit and a NeuralForecast TCN fit through the integrations run the fused
+    kernels, learn what the unpatched libraries learn with the same seed, and save checkpoints that
+    load as the libraries' own, in a process where tcnkernels cannot even be imported."""
+    import subprocess
+    import sys
     integrations.apply_to_darts()
+    integrations.apply_to_neuralforecast()
     try:
         with LaunchRecorder() as rec:
             model, got = _fit_and_predict()
         assert rec.launches.count("causal_conv1d_kernel") > 0
-        model.save(str(tmp_path / "tcn.pt"))
+        with LaunchRecorder() as rec:
+            forecaster, nf_got = _nf_fit_and_predict()
+        assert rec.launches.count("causal_conv1d_kernel") > 0
+        model.save(str(tmp_path / "darts.pt"))
+        forecaster.save(str(tmp_path / "nf"), save_dataset=True, overwrite=True)
     finally:
         integrations.restore_darts()
+        integrations.restore_neuralforecast()
     _, want = _fit_and_predict()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    from darts.models import TCNModel
-    loaded = TCNModel.load(str(tmp_path / "tcn.pt"))  # in a process with the integration off
-    assert type(loaded.model.res_blocks[0]) is tcn_model._ResidualBlock
+    _, nf_want = _nf_fit_and_predict()
+    np.testing.assert_allclose(nf_got, nf_want, rtol=1e-4, atol=1e-4)
+    proc = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_TCNKERNELS, str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    darts_lines, nf_lines = proc.stdout.strip().splitlines()[-2:]
+    np.testing.assert_allclose(eval(darts_lines), got.ravel(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(eval(nf_lines), nf_got, rtol=1e-5, atol=1e-6)
 
 
 def test_integrations_refuse_a_structure_they_do_not_know(monkeypatch):
