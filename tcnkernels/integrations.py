@@ -6,7 +6,8 @@ tcnkernels' fused kernels, with nothing else changed (Liger-Kernel style).
     model = darts.models.TCNModel(...)  # its residual blocks now run tcnkernels.conv1d
     model.fit(series)
 
-    apply_to_pytorch_tcn()    pytorch_tcn.conv.TemporalConv1d (causal or its p//2 split)
+    apply_to_pytorch_tcn()    pytorch_tcn.conv.TemporalConv1d (causal or its p//2 split) and
+                              pytorch_tcn.tcn.TemporalBlock (activations fused, without norms)
     apply_to_darts()          darts.models.forecasting.tcn_model._ResidualBlock
     apply_to_neuralforecast() neuralforecast.common._modules.CausalConv1d and
                               TemporalConvolutionEncoder
@@ -24,7 +25,7 @@ import importlib
 
 import torch
 
-from .zoo import DARTS_BLOCK, NF_CAUSAL_CONV, NF_ENCODER, SELF_PADDED_CONV
+from .zoo import DARTS_BLOCK, NF_CAUSAL_CONV, NF_ENCODER, PYTORCH_TCN_BLOCK, SELF_PADDED_CONV
 
 TESTED_VERSIONS = {"pytorch_tcn": ("1.2.3",), "darts": ("0.48.1",), "neuralforecast": ("3.3.0",)}
 _PLAN = "_tcnkernels_class_plan"  # where a module keeps its plan (a plain tuple or None: pickles anywhere)
@@ -76,18 +77,24 @@ def _restore(*classes):
 
 
 def _pytorch_tcn_classes():
-    return (_module("pytorch_tcn").conv.TemporalConv1d,)
+    library = _module("pytorch_tcn")
+    return library.conv.TemporalConv1d, library.tcn.TemporalBlock
 
 
 def apply_to_pytorch_tcn():
-    """Patch pytorch_tcn.conv.TemporalConv1d so that every pytorch-tcn model runs its padded convs on
-    tcnkernels.conv1d (causal, or its p//2 split), its streaming mode (`inference=True`) and every
-    other call on the library's own code. Idempotent."""
-    (cls,) = _pytorch_tcn_classes()
-    _check_structure("pytorch_tcn", "TemporalConv1d",
-                     [(cls(2, 2, 3, dilation=2, causal=causal), SELF_PADDED_CONV, padding)
-                      for causal, padding in ((True, (4, 0)), (False, (2, 2)))])
-    _patch(cls, SELF_PADDED_CONV)
+    """Patch pytorch-tcn's TemporalConv1d and TemporalBlock so that every pytorch-tcn model runs its
+    padded convs on tcnkernels.conv1d (causal, or its p//2 split), with the block's activations fused
+    into them where it has no norm layer; its streaming mode (`inference=True`), embeddings and
+    every other call run the library's own code. Idempotent."""
+    conv_cls, block_cls = _pytorch_tcn_classes()
+    with torch.random.fork_rng(devices=[]):
+        probes = [(conv_cls(2, 2, 3, dilation=2, causal=causal), SELF_PADDED_CONV, padding)
+                  for causal, padding in ((True, (4, 0)), (False, (2, 2)))]
+        probes.append((_module("pytorch_tcn").TCN(2, [3], kernel_size=3).network[0], PYTORCH_TCN_BLOCK,
+                       ((2, 0), (2, 0))))
+    _check_structure("pytorch_tcn", "TemporalConv1d / TemporalBlock", probes)
+    _patch(conv_cls, SELF_PADDED_CONV)
+    _patch(block_cls, PYTORCH_TCN_BLOCK)
 
 
 def restore_pytorch_tcn():

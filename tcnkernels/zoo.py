@@ -9,6 +9,8 @@ called where the library calls them). `convert` installs them on instances, the 
 libraries' classes.
 
   the authors' TemporalBlock      conv1, chomp1, dropout1, conv2, net, downsample (swapped, not here)
+  pytorch-tcn TemporalBlock       conv1, norm1, activation1, dropout1, conv2, ..., activation_final
+                                  (no norm, or batch norm: folded into the conv in eval mode)
   pytorch-tcn TemporalConv1d      a Conv1d with a zero `padder` that keeps the length
   a plain 1x1 Conv1d              downsamples, skip and output projections
   Darts _ResidualBlock            F.pad + conv1, ReLU, dropout1, F.pad + conv2, ReLU (not in the last
@@ -18,6 +20,7 @@ libraries' classes.
 """
 from typing import Callable, NamedTuple
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm  # (the module: torch.nn.utils.weight_norm is the function)
@@ -103,6 +106,58 @@ def is_pytorch_tcn_block(block):
                     for name in ("activation1", "activation2", "activation_final"))
             and getattr(block, "norm1", 0) is None and getattr(block, "norm2", 0) is None
             and not getattr(block, "use_gate", True) and getattr(block, "embedding_shapes", 0) is None)
+
+
+def _batch_norm_of(block, norm):
+    """Whether `norm` is a BatchNorm1d that pytorch-tcn applies straight to the conv's output."""
+    return isinstance(norm, nn.BatchNorm1d) and getattr(block, "use_norm", None) == "batch_norm"
+
+
+def pytorch_tcn_block_plan(block):
+    """pytorch-tcn's TemporalBlock with no norm layer or a batch norm, its activations ones the
+    kernels fuse (the gate's GLU included): (conv1's padding, conv2's padding), or None (its convs
+    are then fused alone, its norms and activations kept as modules)."""
+    pads = tuple(self_padding(getattr(block, name, None)) for name in ("conv1", "conv2"))
+    norms = [getattr(block, n, 0) for n in ("norm1", "norm2")]
+    modules = [getattr(block, n, None) for n in ("activation1", "activation2", "activation_final", "dropout1",
+                                                 "dropout2")]
+    downsample = getattr(block, "downsample", 0)
+    if (None in pads or not all(norm is None or _batch_norm_of(block, norm) for norm in norms)
+            or not hasattr(block, "apply_embeddings") or not all(isinstance(m, nn.Module) for m in modules)
+            or not (downsample is None or is_pointwise(downsample))
+            or not (_fusable(block.activation1) and _fusable(block.activation2))):
+        return None
+    return pads
+
+
+def _conv_norm_activation(conv, norm, activation, x, padding):
+    """activation(norm(conv(x))) with as much as possible in one kernel: a batch norm in eval mode is
+    folded into the conv's weight and bias (differentiably: the gradients reach the conv's and the
+    norm's parameters), one in training mode (batch statistics, running averages updated) runs as
+    its module between the fused conv and the activation module."""
+    if norm is None:
+        return fused_conv(conv, x, padding, activation)
+    if norm.training or norm.running_mean is None:
+        return activation(norm(fused_conv(conv, x, padding)))
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    shift = -norm.running_mean * scale
+    if norm.affine:
+        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return conv1d(x, conv_weight(conv) * scale[:, None, None], bias, conv.dilation[0], conv.groups, padding,
+                  activation)
+
+
+def pytorch_tcn_block_forward(block, x, plan):
+    """pytorch-tcn's TemporalBlock.forward (no embeddings, not streaming) with each activation fused
+    into its conv (and an eval-mode batch norm folded into it); its dropouts, downsample and final
+    activation called as the library does. Returns (output, the block's skip output) like the
+    library."""
+    pad1, pad2 = plan
+    out = block.dropout1(_conv_norm_activation(block.conv1, block.norm1, block.activation1, x, pad1))
+    out = block.dropout2(_conv_norm_activation(block.conv2, block.norm2, block.activation2, out, pad2))
+    res = x if block.downsample is None else block.downsample(x)
+    return block.activation_final(out + res), out
 
 
 def conv_forward(conv, x, padding):
@@ -205,12 +260,15 @@ NF_ENCODER = Structure("NeuralForecast's TemporalConvolutionEncoder (CausalConv1
                        nf_encoder_forward, calls_children=True)
 NF_CAUSAL_CONV = Structure("NeuralForecast's CausalConv1d (conv, chomp, activation in causalconv)",
                            chomped_conv_plan, chomped_conv_forward)
+PYTORCH_TCN_BLOCK = Structure("pytorch-tcn's TemporalBlock without norm or with batch norm (conv1, conv2 self-padded, "
+                              "activation1, activation2, activation_final)", pytorch_tcn_block_plan,
+                              pytorch_tcn_block_forward, calls_children=True)
 SELF_PADDED_CONV = Structure("a Conv1d that pads itself to keep the length (pytorch-tcn's TemporalConv1d: a zero "
                              "padder)", self_padding, conv_forward, x_dims=(2, 3))
 POINTWISE_CONV = Structure("a plain 1x1 Conv1d", lambda conv: (0, 0) if is_pointwise(conv) else None, conv_forward,
                            x_dims=(2, 3))
 # In the order convert tries them; the first whose plan is not None is the module's.
-IN_PLACE = (DARTS_BLOCK, NF_ENCODER, NF_CAUSAL_CONV, SELF_PADDED_CONV, POINTWISE_CONV)
+IN_PLACE = (DARTS_BLOCK, NF_ENCODER, NF_CAUSAL_CONV, PYTORCH_TCN_BLOCK, SELF_PADDED_CONV, POINTWISE_CONV)
 
 
 def in_place_structure(module):

@@ -10,7 +10,8 @@ import pytorch_tcn
 import torch
 
 import tcnkernels
-from helpers import LaunchRecorder, assert_same_as_library
+from helpers import LaunchRecorder, OpRecorder, assert_same_as_library
+from tcnkernels import zoo
 
 CASES = [  # kernel_size, causal, use_norm, activation, use_skip_connections, input_shape, output_projection, gate
     (3, True, "weight_norm", "relu", False, "NCL", None, False),
@@ -44,6 +45,10 @@ def test_convert_fuses_pytorch_tcn_in_place(case):
     assert list(ours.parameters()) == params and all(a is b for a, b in zip(ours.parameters(), params))
     assert list(ours.state_dict()) == keys and any(k.endswith("padder.buffer") for k in keys)
     assert not isinstance(ours.network[0], tcnkernels.TemporalBlock), "the library's own block, fused in place"
+    # without norm layers or with batch norm the whole block is fused (its activations in the convs,
+    # batch norm folded into them in eval mode), with layer norm its convs alone
+    block_fused = getattr(ours.network[0], "_tcnkernels_fused", (None,))[0] is zoo.PYTORCH_TCN_BLOCK
+    assert block_fused == (case[2] != "layer_norm")
     for model in (ours, theirs):
         model.eval() if case[2] == "batch_norm" else model.train()
     with LaunchRecorder() as rec:
@@ -149,3 +154,33 @@ def test_streamer_steps_pytorch_tcn_in_its_own_layout(backend):
         steps = torch.cat([stream.step(x[:, t:t + n]) for t, n in ((0, 4), (4, 1), (5, 20))], 1)
     assert stream.backend == backend
     torch.testing.assert_close(steps, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_pytorch_tcn_blocks_fuse_their_activations():
+    """A block without norm layers runs each activation inside its conv's kernel: the only
+    activation op left per block is its activation_final after the residual add."""
+    model = tcnkernels.convert(_tcn(3, True, "weight_norm", "relu", False, "NCL", None).eval())
+    with OpRecorder() as rec, torch.no_grad():
+        model(torch.randn(2, 3, 21))
+    assert sum(op.startswith("aten.relu") for op in rec.ops) == len(model.network) == 3, rec.ops
+
+
+def test_batch_norm_is_folded_in_eval_and_a_module_in_training():
+    """Eval mode: each batch norm folded into its conv (no batch_norm op runs), outputs and the
+    gradients of the convs' and norms' parameters the library's. Training mode: the norm runs as
+    its module on batch statistics, and the running averages move as the library's do."""
+    ours, theirs = _tcn(3, True, "batch_norm", "relu", False, "NCL", None), _tcn(3, True, "batch_norm", "relu",
+                                                                             False, "NCL", None)
+    tcnkernels.convert(ours)
+    x = torch.randn(4, 3, 21)
+    for model in (ours, theirs):
+        model.train()
+        model(x)  # running statistics move away from their initial values
+    for a, b in zip(ours.buffers(), theirs.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    ours.eval(), theirs.eval()
+    with OpRecorder() as rec:
+        got = ours(x)
+    assert not any("batch_norm" in op for op in rec.ops), "folded into the convs"
+    assert_same_as_library(ours, theirs, got, theirs(x),
+                           lambda: _tcn(3, True, "batch_norm", "relu", False, "NCL", None))

@@ -72,12 +72,17 @@ def _saved_bytes(model):
 
 def count_step(model, shape, triton):
     """{launches, saved_bytes} of one forward + backward of `model` (on meta) in train mode."""
-    launches = []  # kernel names only: holding a launch's tensors would make autograd copy the gradients
     x = torch.empty(shape.B, shape.c_in, shape.L, device="meta", requires_grad=True)
+    return count_training_step(model, lambda: model(x), triton)
+
+
+def count_training_step(model, forward, triton):
+    """{launches, saved_bytes} of `forward()` (an output of `model`, on meta) and its backward."""
+    launches = []  # kernel names only: holding a launch's tensors would make autograd copy the gradients
     counter = _OpCounter()
     with launching.launches_replaced(lambda kernel, *_: launches.append(kernel.fn.__name__)), \
             use_backend("triton" if triton else "torch"), _cuda_dropout(), counter, _saved_bytes(model) as kept:
-        model(x).square().mean().backward()
+        forward().square().mean().backward()
     return dict(launches=len(launches) + counter.count, saved_bytes=kept[0])
 
 
