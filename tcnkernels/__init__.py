@@ -6,6 +6,7 @@
     block = tcnkernels.TemporalBlock(n_inputs, n_outputs, kernel_size, stride=1, dilation=4, padding=...)
     model = tcnkernels.convert(model)  # swap the reference TemporalBlocks of any model
     stream = tcnkernels.Streamer(model.eval(), batch_size=1)  # exact step-by-step inference
+    x, skip = tcnkernels.WaveNetBlock(64, 128, 64, kernel_size=3, dilation=2, aux_channels=80)(x, c)
     y = tcnkernels.causal_conv1d_fn(x, weight, bias, activation="silu", dilation=2)  # causal-conv1d's API
 """
 from ._backend import BACKENDS, use_backend
@@ -15,7 +16,8 @@ from .functional import causal_conv1d, conv1d
 from .nn import CausalConv1d, TemporalBlock, TemporalConv1d, TemporalConvNet
 from .short_conv import ShortConvolution, causal_conv1d_fn, causal_conv1d_update, causal_conv1d_varlen_states
 from .streaming import Streamer
+from .wavenet import WaveNetBlock
 
 __all__ = ["BACKENDS", "CausalConv1d", "ShortConvolution", "Streamer", "TemporalBlock", "TemporalConv1d",
-           "TemporalConvNet", "causal_conv1d", "causal_conv1d_fn", "causal_conv1d_update",
+           "TemporalConvNet", "WaveNetBlock", "causal_conv1d", "causal_conv1d_fn", "causal_conv1d_update",
            "causal_conv1d_varlen_states", "conv1d", "convert", "use_backend", "__version__"]

@@ -62,7 +62,11 @@ def _fused_forward(self, x, *args, **kwargs):
     conversion; any other call (pytorch-tcn's streaming `inference=True`, a BufferIO, an input of
     another rank) runs the module's own forward."""
     structure, plan = self._tcnkernels_fused
-    if args or any(v not in (None, False) for v in kwargs.values()) or x.dim() not in structure.x_dims:
+    if not isinstance(x, torch.Tensor) or x.dim() not in structure.x_dims:
+        return type(self).forward(self, x, *args, **kwargs)
+    if structure.passes_args:
+        return structure.forward(self, x, plan, *args, **kwargs)
+    if args or any(v not in (None, False) for v in kwargs.values()):
         return type(self).forward(self, x, *args, **kwargs)
     return structure.forward(self, x, plan)
 

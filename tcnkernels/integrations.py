@@ -58,8 +58,11 @@ def _patch(cls, structure):
         plan = self.__dict__.get(_PLAN, _UNKNOWN)
         if plan is _UNKNOWN:  # structural: found once per module, not on every call
             plan = self.__dict__[_PLAN] = structure.plan(self)
-        if (plan is None or args or any(v not in (None, False) for v in kwargs.values())
-                or not isinstance(x, torch.Tensor) or x.dim() not in structure.x_dims):
+        if plan is None or not isinstance(x, torch.Tensor) or x.dim() not in structure.x_dims:
+            return original(self, x, *args, **kwargs)
+        if structure.passes_args:
+            return structure.forward(self, x, plan, *args, **kwargs)
+        if args or any(v not in (None, False) for v in kwargs.values()):
             return original(self, x, *args, **kwargs)
         return structure.forward(self, x, plan)
 

@@ -7,9 +7,12 @@ pointwise layer) and the layout of its inputs, recognised by structure like `con
   Darts           _TCNModule: its _ResidualBlocks (no ReLU after the residual, none after the last
                   block's conv2), [N, T, C] in, [N, T, target_size, nr_params] out
   NeuralForecast  TemporalConvolutionEncoder: CausalConv1d layers, any pointwise activation, [N, T, C]
+  WaveNet         causal WaveNetBlocks (ours, Parallel WaveGAN's) in an nn.ModuleList or nn.Sequential:
+                  each step takes the conditioning chunk c and returns (x, the sum of the skips)
 Each stage steps on channel-first (B, C, n) chunks; `Layout` says how the model's own inputs and
 outputs map onto them.
 """
+import math
 from typing import NamedTuple
 
 import torch
@@ -18,13 +21,16 @@ from torch import nn
 
 from .nn import TemporalBlock, TemporalConv1d, TemporalConvNet
 from .ops.activations import RELU, activation_of
+from .wavenet import WaveNetBlock
 from .zoo import (
     chomped_conv_plan,
+    conv_weight,
     darts_block_plan,
     is_pytorch_tcn_block,
     is_reference_block,
     nf_encoder_plan,
     self_padding,
+    wavenet_block_plan,
     weight_norm_parameters,
 )
 
@@ -169,6 +175,46 @@ class _ConvStage:
         return self.conv.step(x, caches[0])
 
 
+class _WaveNetStage:
+    """A causal WaveNet block (ours or Parallel WaveGAN's): its dilated conv steps on a cache, the
+    conditioning chunk c goes through its 1x1, and the step returns (x, skip)."""
+    gated = True
+
+    def __init__(self, block):
+        if not is_wavenet_block(block) or not (block.causal if isinstance(block, WaveNetBlock)
+                                                else block.use_causal_conv):
+            raise ValueError(f"cannot stream {type(block).__name__}: a non-causal WaveNet block reads future steps")
+        self.module = block
+        self.conv = _Conv(block.conv, "none", padded=isinstance(block, WaveNetBlock))
+        self.convs, self.c_in = [self.conv], block.conv.in_channels
+        self.c_out, self.aux_channels = self.c_in, 0 if block.conv1x1_aux is None else block.conv1x1_aux.in_channels
+
+    @property
+    def training(self):  # the block's own dropout (a float p, applied in training mode): see dropouts()
+        return self.module.training
+
+    @property
+    def p(self):
+        return self.module.dropout
+
+    def dropouts(self):
+        return [self]
+
+    def step(self, x, caches, c=None):
+        block = self.module
+        pre = self.conv.step(x, caches[0])
+        if c is not None:
+            pre = pre + F.conv1d(c, conv_weight(block.conv1x1_aux))
+        a, b = pre.chunk(2, dim=1)
+        z = torch.tanh(a) * torch.sigmoid(b)
+        skip = F.conv1d(z, conv_weight(block.conv1x1_skip), block.conv1x1_skip.bias)
+        return (x + F.conv1d(z, conv_weight(block.conv1x1_out), block.conv1x1_out.bias)) * math.sqrt(0.5), skip
+
+
+def is_wavenet_block(module):
+    return isinstance(module, WaveNetBlock) or wavenet_block_plan(module) is not None
+
+
 def _pointwise(module):
     if isinstance(module, nn.GLU) or not isinstance(module, POINTWISE):
         raise ValueError(f"cannot stream {module}: not a pointwise layer (GLU halves an axis: it is not one)")
@@ -228,6 +274,10 @@ def model_stages(model):
 
 def _stages(model):
     """A channel-first model as a flat list of stages, or a ValueError naming what cannot stream."""
+    if is_wavenet_block(model):
+        return [_WaveNetStage(model)]
+    if isinstance(model, nn.ModuleList) and len(model) and all(is_wavenet_block(b) for b in model):
+        return [_WaveNetStage(block) for block in model]  # a WaveNet stack: its forward is the caller's loop
     if isinstance(model, TemporalConv1d):
         return [_ConvStage(model)]
     if isinstance(model, TemporalBlock) or is_reference_block(model) or is_pytorch_tcn_block(model):
@@ -246,4 +296,5 @@ def _stages(model):
         raise ValueError(f"cannot stream {model}: a bare nn.Conv1d is not causal (use tcnkernels.CausalConv1d)")
     raise ValueError(f"cannot stream a {type(model).__name__}: the streamer knows CausalConv1d, TemporalBlock, "
                      "TemporalConvNet (ours, the authors' or pytorch-tcn's), Darts' _TCNModule, NeuralForecast's "
-                     "TemporalConvolutionEncoder, nn.Sequential of them and pointwise activations")
+                     "TemporalConvolutionEncoder, WaveNetBlocks (ours or Parallel WaveGAN's, in an nn.ModuleList "
+                     "or nn.Sequential), nn.Sequential of them and pointwise activations")

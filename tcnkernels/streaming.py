@@ -67,6 +67,10 @@ class Streamer:
             raise ValueError(f"backend must be one of {STEP_BACKENDS}, got {backend!r}")
         self.model, self.batch_size = model, batch_size
         self.stages, self.layout = model_stages(model)
+        gated = [getattr(stage, "gated", False) for stage in self.stages]
+        self.gated = any(gated)  # a WaveNet stack: step(x, c) -> (x, the sum of the blocks' skips)
+        if self.gated and not all(gated):
+            raise ValueError("cannot stream WaveNet blocks mixed with other layers: stream the WaveNet stack alone")
         self.convs = [conv for stage in self.stages for conv in stage.convs]
         if not self.convs:
             raise ValueError(f"{type(model).__name__} has no causal conv to stream")
@@ -108,6 +112,8 @@ class Streamer:
 
     def _unfit(self, backend):
         """Why the cpp or triton step cannot run this model, or None."""
+        if self.gated:
+            return "WaveNet blocks (gated, conditioned) run on the PyTorch step"
         if not all(isinstance(s, (_ConvStage, _Block)) or isinstance(s.module, CPP_POINTWISE) for s in self.stages):
             return "the model has a pointwise layer other than ReLU, Identity or Dropout"
         if backend == "cpp":
@@ -164,12 +170,15 @@ class Streamer:
                 raise ValueError("cannot stream a model whose dropout > 0 is active (training mode, or Darts' "
                                  "mc_dropout): call model.eval()")
 
-    def step(self, x):
+    def step(self, x, c=None):
         """Advance every row by n steps: x (B, C_in, n) -> y (B, C_out, n), or in the model's own layout
         for a channel-last model ([N, T, C]: x (B, n, C_in) -> (B, n, C_out), Darts' viewed as
-        (B, n, target_size, nr_params))."""
+        (B, n, target_size, nr_params)). A WaveNet stack takes the conditioning chunk c (B, aux, n)
+        (or None, unconditioned, as its blocks allow) and returns (x, the sum of its blocks' skips)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if c is not None:
+            self._check_conditioning(x, c)
         channels_last, out_shape = self.layout
         batch, channels = f"batch_size={self.batch_size}", f"C_in={self.c_in}"
         expected = f"({batch}, n >= 1, {channels})" if channels_last else f"({batch}, {channels}, n >= 1)"
@@ -181,11 +190,34 @@ class Streamer:
         if x.dtype != self.dtype or x.device != self.device:
             raise TypeError(f"x must be {self.dtype} on {self.device} (the model's), got {x.dtype} on {x.device}")
         self._check_mode()
+        if self.gated:
+            return self._advance_gated(x, c)
         y = self._advance(x)
         if not channels_last:
             return y
         y = y.transpose(1, 2)
         return y if out_shape is None else y.reshape(*y.shape[:2], *out_shape)
+
+    def _check_conditioning(self, x, c):
+        if not self.gated:
+            raise ValueError("c is the conditioning of a WaveNet stack; this model takes none")
+        if not isinstance(c, torch.Tensor):
+            raise TypeError(f"c must be a torch.Tensor or None, got {type(c).__name__}")
+        aux = {stage.aux_channels for stage in self.stages}
+        if aux != {c.shape[1] if c.dim() == 3 else -1} or c.shape[0] != x.shape[0] or c.shape[2] != x.shape[-1]:
+            raise ValueError(f"c must be (batch_size={self.batch_size}, aux_channels={max(aux)}, n) like x's n, with "
+                             f"every block conditioned, got shape {tuple(c.shape)}")
+        if c.dtype != self.dtype or c.device != self.device:
+            raise TypeError(f"c must be {self.dtype} on {self.device} (the model's), got {c.dtype} on {c.device}")
+
+    def _advance_gated(self, x, c):
+        self._follow_parameters()
+        skips = 0
+        with torch.no_grad():
+            for stage, caches in zip(self.stages, self._stage_caches):
+                x, skip = stage.step(x, caches, c)
+                skips = skips + skip
+        return x, skips
 
     def _advance(self, x):
         """Every step of the chosen backend on channel-first x (B, C_in, n)."""

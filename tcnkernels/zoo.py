@@ -17,6 +17,7 @@ libraries' classes.
                                   block), dropout2, + the input or conv3 (a 1x1 downsample)
   NeuralForecast CausalConv1d     conv (padded both sides), chomp, activation, in `causalconv`
   NeuralForecast encoder          CausalConv1d layers in `tcn`, on [N, T, C] inputs
+  Parallel WaveGAN residual block conv (dilated), conv1x1_aux, gate, conv1x1_skip, conv1x1_out
 """
 from typing import Callable, NamedTuple
 
@@ -28,6 +29,7 @@ from torch.nn.utils.weight_norm import WeightNorm  # (the module: torch.nn.utils
 from .functional import conv1d
 from .nn import TemporalBlock
 from .ops.activations import activation_of
+from .wavenet import wavenet_block
 
 
 def is_reference_block(module):
@@ -75,11 +77,17 @@ def _conv_class(conv):
     return type(conv).__bases__[0] if parametrize.is_parametrized(conv) else type(conv)
 
 
+def _keeps_conv1d_forward(conv):
+    """An nn.Conv1d whose class keeps nn.Conv1d's forward (a subclass with its own init, such as
+    Parallel WaveGAN's, or a parametrized one); one that overrides it computes something else."""
+    return (isinstance(conv, nn.Conv1d) and type(conv).forward is nn.Conv1d.forward
+            and type(conv)._conv_forward is nn.Conv1d._conv_forward)
+
+
 def is_pointwise(conv):
     """A plain 1x1 nn.Conv1d (stride 1, no padding; weight norm allowed): a downsample, skip or
-    output projection. Subclasses of nn.Conv1d are left alone (their forward may differ)."""
-    return isinstance(conv, nn.Conv1d) and _conv_class(conv) is nn.Conv1d and conv.kernel_size == (1,) \
-        and _plain_geometry(conv)
+    output projection."""
+    return _keeps_conv1d_forward(conv) and conv.kernel_size == (1,) and _plain_geometry(conv)
 
 
 def self_padding(conv):
@@ -245,6 +253,46 @@ def nf_encoder_forward(encoder, x, plan):
     return encoder.tcn(x.transpose(1, 2)).transpose(1, 2)
 
 
+def _runs_as_conv1d(conv, kernel_size=None):
+    """An nn.Conv1d (or a subclass that keeps its forward: Parallel WaveGAN's, with its own init),
+    stride 1, groups 1, zero padding mode."""
+    return (_keeps_conv1d_forward(conv) and conv.stride == (1,) and conv.groups == 1 and conv.padding_mode == "zeros"
+            and (kernel_size is None or conv.kernel_size == (kernel_size,)))
+
+
+def wavenet_block_plan(block):
+    """Parallel WaveGAN's WaveNetResidualBlock: (causal,), or None. Its conv is padded
+    (K-1)*dilation on both sides and chomped when causal, (K-1)//2*dilation (odd K) otherwise."""
+    conv, causal = getattr(block, "conv", None), getattr(block, "use_causal_conv", None)
+    heads = [getattr(block, n, None) for n in ("conv1x1_out", "conv1x1_skip")]
+    aux = getattr(block, "conv1x1_aux", 0)
+    if not (isinstance(causal, bool) and isinstance(getattr(block, "dropout", None), (int, float))
+            and _runs_as_conv1d(conv) and all(_runs_as_conv1d(h, 1) and h.padding == (0,) for h in heads)
+            and (aux is None or (_runs_as_conv1d(aux, 1) and aux.padding == (0,) and aux.bias is None))):
+        return None
+    K, dilation = conv.kernel_size[0], conv.dilation[0]
+    if conv.padding != (((K - 1) if causal else (K - 1) // 2) * dilation,) or (not causal and K % 2 == 0):
+        return None
+    gate = conv.out_channels // 2
+    biases = {conv.bias is None, heads[0].bias is None, heads[1].bias is None}
+    if conv.out_channels % 2 or any(h.in_channels != gate for h in heads) or heads[0].out_channels != conv.in_channels \
+            or (aux is not None and aux.out_channels != conv.out_channels) or len(biases) > 1:
+        return None
+    return (causal,)
+
+
+def wavenet_block_forward(block, x, plan, c=None):
+    """The block's (x, skip) on tcnkernels' kernels (tcnkernels.wavenet: conditioning, dilated conv
+    and gate in one fused conv, the skip and residual 1x1s in one), its own Parameters and dropout."""
+    (causal,) = plan
+    if c is not None and block.conv1x1_aux is None:
+        raise ValueError("c was given but the block has no conditioning (conv1x1_aux is None)")
+    return wavenet_block(x, c, conv_weight(block.conv), block.conv.bias,
+                         None if c is None else conv_weight(block.conv1x1_aux), conv_weight(block.conv1x1_skip),
+                         block.conv1x1_skip.bias, conv_weight(block.conv1x1_out), block.conv1x1_out.bias,
+                         block.conv.dilation[0], causal, block.dropout, block.training)
+
+
 class Structure(NamedTuple):
     """A block structure fused in place: what it is, its plan function and its fused forward."""
     name: str
@@ -252,6 +300,7 @@ class Structure(NamedTuple):
     forward: Callable
     calls_children: bool = False  # its forward calls child modules that convert fuses too (else: their weights)
     x_dims: tuple = (3,)  # the inputs the fused forward takes; others run the module's own forward
+    passes_args: bool = False  # its forward takes the module's other arguments (WaveNet's conditioning c)
 
 
 DARTS_BLOCK = Structure("Darts' _ResidualBlock (conv1, conv2, conv3, dropout1, dropout2, dilation_base)",
@@ -267,8 +316,11 @@ SELF_PADDED_CONV = Structure("a Conv1d that pads itself to keep the length (pyto
                              "padder)", self_padding, conv_forward, x_dims=(2, 3))
 POINTWISE_CONV = Structure("a plain 1x1 Conv1d", lambda conv: (0, 0) if is_pointwise(conv) else None, conv_forward,
                            x_dims=(2, 3))
+WAVENET_BLOCK = Structure("Parallel WaveGAN's WaveNetResidualBlock (conv, conv1x1_aux, conv1x1_out, conv1x1_skip)",
+                          wavenet_block_plan, wavenet_block_forward, passes_args=True)
 # In the order convert tries them; the first whose plan is not None is the module's.
-IN_PLACE = (DARTS_BLOCK, NF_ENCODER, NF_CAUSAL_CONV, PYTORCH_TCN_BLOCK, SELF_PADDED_CONV, POINTWISE_CONV)
+IN_PLACE = (DARTS_BLOCK, NF_ENCODER, NF_CAUSAL_CONV, PYTORCH_TCN_BLOCK, WAVENET_BLOCK, SELF_PADDED_CONV,
+            POINTWISE_CONV)
 
 
 def in_place_structure(module):

@@ -17,7 +17,7 @@ LAYERS = [
     ["ops.weight_launch", "ops.conv_launch", "ops.depthwise_launch", "ops.stream_launch", "ops.update_launch"],
     ["ops.conv", "ops.block", "ops.short_conv"],
     ["functional"],
-    ["nn", "short_conv"],
+    ["nn", "short_conv", "wavenet"],
     ["zoo"],
     ["conversion", "integrations", "stream_stages"],
     ["streaming"],

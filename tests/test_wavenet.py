@@ -1,0 +1,133 @@
+"""tcnkernels.WaveNetBlock against Parallel WaveGAN's own residual block (the real library, 0.6.1
+from the package registry): same Parameters' shapes and state_dict keys, outputs and every gradient
+equal, the fused convs the ones that run; convert on its generator; a stack of causal blocks
+stepped exactly by the Streamer."""
+import math
+
+import pytest
+import scipy.signal
+import scipy.signal.windows
+import torch
+
+import tcnkernels
+from helpers import LaunchRecorder
+
+scipy.signal.kaiser = scipy.signal.windows.kaiser  # parallel_wavegan 0.6.1 imports it from where scipy 1.13 removed it
+from parallel_wavegan.layers import WaveNetResidualBlock  # noqa: E402
+from parallel_wavegan.models import ParallelWaveGANGenerator  # noqa: E402
+
+CASES = [  # kernel_size, dilation, aux_channels, causal, bias
+    (3, 2, 4, True, True), (3, 4, 0, False, True), (2, 3, 5, True, False), (5, 1, 3, False, False)]
+
+
+def _theirs(kernel_size, dilation, aux, causal, bias):
+    torch.manual_seed(kernel_size * 10 + dilation)
+    return WaveNetResidualBlock(kernel_size=kernel_size, residual_channels=6, gate_channels=10, skip_channels=7,
+                                aux_channels=aux, dropout=0.0, dilation=dilation, bias=bias, use_causal_conv=causal)
+
+
+def _grads(module):
+    return {name: p.grad for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_wavenet_block_matches_parallel_wavegan(case):
+    kernel_size, dilation, aux, causal, bias = case
+    theirs = _theirs(*case).train()
+    ours = tcnkernels.WaveNetBlock(6, 10, 7, kernel_size, dilation, aux_channels=aux, causal=causal, bias=bias).train()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 6, 19)
+    c = torch.randn(2, aux, 19) if aux else None
+    with LaunchRecorder() as rec:
+        got, got_skip = ours(x, c)
+    assert rec.launches.count("causal_conv1d_kernel") == 2, "the gated conv with its conditioning, then both 1x1s"
+    want, want_skip = theirs(x, c)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_skip, want_skip, rtol=1e-5, atol=1e-5)
+    dy, ds = torch.randn_like(want), torch.randn_like(want_skip)
+    torch.autograd.backward([got, got_skip], [dy, ds])
+    torch.autograd.backward([want, want_skip], [dy, ds])
+    for name, grad in _grads(theirs).items():
+        torch.testing.assert_close(_grads(ours)[name], grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+
+
+def test_wavenet_block_dropout_and_checks():
+    block = tcnkernels.WaveNetBlock(4, 8, 4, 3, 2, aux_channels=2, dropout=0.5)
+    x, c = torch.randn(2, 4, 9), torch.randn(2, 2, 9)
+    assert not torch.equal(block(x, c)[0], block(x, c)[0]), "dropout on the input in training mode"
+    block.eval()
+    torch.testing.assert_close(block(x, c)[0], block(x, c)[0])
+    with pytest.raises(ValueError, match="aux_channels=2"):
+        block(x, torch.randn(2, 3, 9))
+    with pytest.raises(ValueError, match="residual_channels=4"):
+        block(torch.randn(2, 5, 9), c)
+    with pytest.raises(ValueError, match="no conditioning"):
+        tcnkernels.WaveNetBlock(4, 8, 4, 3, 2)(x, c)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        tcnkernels.WaveNetBlock(4, 8, 4, 2, 1, causal=False)
+    with pytest.raises(ValueError, match="gate_channels must be even"):
+        tcnkernels.WaveNetBlock(4, 7, 4, 3, 1)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_convert_fuses_parallel_wavegan_generator(causal):
+    """The generator's residual blocks (weight norm on, legacy API, as the library builds them) fused
+    in place, called with their conditioning as the generator calls them."""
+    def build():
+        torch.manual_seed(0)
+        return ParallelWaveGANGenerator(kernel_size=3, layers=4, stacks=2, residual_channels=6, gate_channels=8,
+                                        skip_channels=5, aux_channels=3, aux_context_window=0, use_causal_conv=causal,
+                                        upsample_params={"upsample_scales": [2]})
+
+    theirs, ours = build(), build()  # (a legacy weight-normed model cannot be deep-copied)
+    keys = list(ours.state_dict())
+    tcnkernels.convert(ours, strict=True)  # its 1x1 convs too (the library's Conv1d1x1: nn.Conv1d's forward)
+    assert list(ours.state_dict()) == keys
+    z, c = torch.randn(2, 1, 16), torch.randn(2, 3, 8)
+    with LaunchRecorder() as rec:
+        got = ours(z, c)
+    assert rec.launches.count("causal_conv1d_kernel") >= 2 * 4
+    want = theirs(z, c)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    dy = torch.randn_like(want)
+    got.backward(dy)
+    want.backward(dy)
+    last = f"conv_layers.{len(theirs.conv_layers) - 1}.conv1x1_out"
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        # the generator drops the last block's residual output: there the library's conv1x1_out gets no
+        # gradient (None) and ours, one conv with the skip 1x1, a zero one
+        want_grad = torch.zeros_like(b) if b.grad is None and name.startswith(last) else b.grad
+        torch.testing.assert_close(a.grad, want_grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("library", [False, True], ids=["ours", "parallel_wavegan"])
+def test_streamer_steps_a_wavenet_stack_exactly(library):
+    torch.manual_seed(0)
+    if library:
+        blocks = torch.nn.ModuleList(_theirs(3, d, 4, True, True) for d in (1, 2, 4))
+    else:
+        blocks = torch.nn.ModuleList(tcnkernels.WaveNetBlock(6, 10, 7, 3, d, aux_channels=4) for d in (1, 2, 4))
+    blocks.eval()
+    x, c = torch.randn(3, 6, 23), torch.randn(3, 4, 23)
+    with torch.no_grad():
+        h, skips = x, 0
+        for block in blocks:
+            h, skip = block(h, c)
+            skips = skips + skip
+        stream = tcnkernels.Streamer(blocks, batch_size=3)
+        chunks = [stream.step(x[..., a:b], c=c[..., a:b]) for a, b in ((0, 1), (1, 9), (9, 23))]
+    assert stream.backend == "torch"
+    torch.testing.assert_close(torch.cat([y for y, _ in chunks], -1), h, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([s for _, s in chunks], -1), skips, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="aux_channels=4"):
+        stream.step(x[..., :2], c=c[:, :3, :2])
+    blocks.train()
+    stream.step(x[..., :1], c=c[..., :1])  # dropout 0: training mode streams too
+
+
+def test_streamer_refuses_a_centred_wavenet_block():
+    with pytest.raises(ValueError, match="reads future steps"):
+        tcnkernels.Streamer(torch.nn.ModuleList([tcnkernels.WaveNetBlock(4, 8, 4, 3, 1, causal=False)]), 1)
+    assert math.isclose(math.sqrt(0.5) ** 2, 0.5)
