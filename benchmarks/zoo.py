@@ -14,7 +14,8 @@ around them. The data is a synthetic series (a sine and noise; the time does not
 values).
 
 Structure (counted on meta tensors, not timed): kernel launches and bytes saved for the backward
-of one training step of each library's TCN module, converted by `tcnkernels.convert` (the Triton
+of one training step of each library's TCN module (and of a stack of Parallel WaveGAN's
+WaveNet blocks), converted by `tcnkernels.convert` (the Triton
 path, launches recorded) against the library's own, as `tcnkernels bench --structure` counts them.
 """
 import argparse
@@ -143,6 +144,23 @@ def _meta_models():
         x = torch.empty(128, 48, 1, device="meta")
         return lambda: TemporalConvolutionEncoder(1, channels, 2, dilations), lambda m: m(x)
 
+    def wavenet():
+        import scipy.signal
+        import scipy.signal.windows
+        scipy.signal.kaiser = scipy.signal.windows.kaiser  # parallel_wavegan 0.6.1 imports it from there
+        from parallel_wavegan.layers import WaveNetResidualBlock
+        h, c = torch.empty(4, 64, 4096, device="meta"), torch.empty(4, 80, 4096, device="meta")
+
+        def run(stack):
+            x, skips = h, 0
+            for block in stack:
+                x, skip = block(x, c)
+                skips = skips + skip
+            return skips
+
+        return lambda: torch.nn.ModuleList(WaveNetResidualBlock(3, 64, 128, 64, 80, dilation=2**i)
+                                           for i in range(10)), run
+
     x = torch.empty(32, 1, 1000, device="meta")
     return [
         ("Darts, defaults (3 filters, 4 levels), B=32, L=24", *darts(3, 4)),
@@ -151,6 +169,7 @@ def _meta_models():
         ("NeuralForecast encoder, 8 x 64, 128 windows, L=48", *nf(64, [2**i for i in range(8)])),
         ("pytorch-tcn TCN, 8 x 64, K=3, weight norm, B=32, L=1000",
          lambda: pytorch_tcn.TCN(1, [64] * 8, kernel_size=3, dropout=0.1, use_norm="weight_norm"), lambda m: m(x)),
+        ("Parallel WaveGAN residual blocks, 10 x (64 res, 128 gate, 64 skip, 80 aux), B=4, T=4096", *wavenet()),
     ]
 
 
