@@ -3,7 +3,8 @@ pointwise layer) and the layout of its inputs, recognised by structure like `con
 
   ours            CausalConv1d, TemporalBlock, TemporalConvNet, nn.Sequential of them
   the authors'    TemporalBlock and TemporalConvNet, and their copies
-  pytorch-tcn     TCN (NCL or NLC) of TemporalBlocks, with its output projection and activation
+  pytorch-tcn     TCN (NCL or NLC): its TemporalBlocks with any option but embeddings (norms, gate,
+                  activations, skip connections), its output projection and activation
   Darts           _TCNModule: its _ResidualBlocks (no ReLU after the residual, none after the last
                   block's conv2), [N, T, C] in, [N, T, target_size, nr_params] out
   NeuralForecast  TemporalConvolutionEncoder: CausalConv1d layers, any pointwise activation, [N, T, C]
@@ -179,6 +180,7 @@ class _WaveNetStage:
     """A causal WaveNet block (ours or Parallel WaveGAN's): its dilated conv steps on a cache, the
     conditioning chunk c goes through its 1x1, and the step returns (x, skip)."""
     gated = True
+    torch_only = "WaveNet blocks (gated, conditioned)"
 
     def __init__(self, block):
         if not is_wavenet_block(block) or not (block.causal if isinstance(block, WaveNetBlock)
@@ -221,16 +223,72 @@ def _pointwise(module):
     return _Pointwise(module)
 
 
+class _PytorchTcnBlock:
+    """pytorch-tcn's TemporalBlock with any of its options but embeddings: its norms (batch norm in
+    eval mode, layer norm over the channels of each step), gate and activations, called as the
+    library calls them; the step returns (x, the block's skip output)."""
+
+    def __init__(self, block):
+        if getattr(block, "embedding_shapes", None) is not None:
+            raise ValueError(f"cannot stream {type(block).__name__}: its embeddings are arguments of each call")
+        self.module = block
+        self.conv1, self.conv2 = _Conv(block.conv1, "none"), _Conv(block.conv2, "none")
+        self.downsample = None if block.downsample is None else _Conv(block.downsample, "none")
+        self.convs = [c for c in (self.conv1, self.conv2, self.downsample) if c is not None]
+
+    def dropouts(self):
+        norms = [n for n in (self.module.norm1, self.module.norm2) if isinstance(n, nn.modules.batchnorm._BatchNorm)]
+        return [self.module.dropout1, self.module.dropout2, *norms]
+
+    def step(self, x, caches):
+        b = self.module
+        out = b.dropout1(b.activation1(b.apply_norm(b.norm1, self.conv1.step(x, caches[0]))))
+        out = b.dropout2(b.activation2(b.apply_norm(b.norm2, self.conv2.step(out, caches[1]))))
+        res = x if self.downsample is None else self.downsample.step(x, None)
+        return b.activation_final(out + res), out
+
+
+class _PytorchTcnBlocks:
+    """pytorch-tcn's blocks in general, with its skip connections (each block's skip output through
+    its 1x1 downsample, summed with the last block's output, then the skip activation)."""
+    torch_only = "pytorch-tcn's skip connections, norms, gates and activations other than ReLU"
+
+    def __init__(self, model):
+        self.module, self.blocks = model, [_PytorchTcnBlock(b) for b in model.network]
+        self.skips = model.use_skip_connections
+        self.downsamples = [None if d is None else _Conv(d, "none")
+                            for d in (model.downsample_skip_connection if self.skips else [None] * len(self.blocks))]
+        self.convs = [c for b in self.blocks for c in b.convs] + [d for d in self.downsamples if d is not None]
+        self.c_in, self.c_out = self.blocks[0].conv1.c_in, self.blocks[-1].conv2.c_out
+
+    def dropouts(self):
+        return [d for b in self.blocks for d in b.dropouts()]
+
+    def step(self, x, caches):
+        skips, at = [], 0
+        for i, block in enumerate(self.blocks):
+            x, skip = block.step(x, caches[at:at + len(block.convs)])
+            at += len(block.convs)
+            if self.downsamples[i] is not None:
+                skip = self.downsamples[i].step(skip, None)
+            if i < len(self.blocks) - 1:
+                skips.append(skip)
+        if not self.skips:
+            return x
+        return self.module.activation_skip_out(torch.stack([*skips, x]).sum(dim=0))
+
+
 def _pytorch_tcn_network(model):
-    """pytorch-tcn's TCN whose forward is its blocks in a row (no skip connections), then its output
-    projection and activation: (stages, layout), or None when `model` is not a pytorch-tcn TCN."""
+    """pytorch-tcn's TCN: its blocks (ReLU ones without norms or skip connections as the C++ and
+    Triton steps' blocks, any other on the PyTorch step), then its output projection and activation:
+    (stages, layout), or None when `model` is not a pytorch-tcn TCN."""
     network = getattr(model, "network", None)
     if not isinstance(network, nn.ModuleList) or not hasattr(model, "use_skip_connections"):
         return None
     if model.use_skip_connections or not all(is_pytorch_tcn_block(b) for b in network):
-        raise ValueError(f"cannot stream this {type(model).__name__}: the streamer runs pytorch-tcn's TCN with "
-                         "ReLU, weight norm or no norm, and no skip connections, gate or embeddings")
-    stages = [_Block.temporal(block) for block in network]
+        stages = [_PytorchTcnBlocks(model)]
+    else:
+        stages = [_Block.temporal(block) for block in network]
     if getattr(model, "projection_out", None) is not None:
         stages.append(_ConvStage(model.projection_out, "none"))
     if getattr(model, "activation_out", None) is not None:

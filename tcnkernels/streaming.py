@@ -112,8 +112,9 @@ class Streamer:
 
     def _unfit(self, backend):
         """Why the cpp or triton step cannot run this model, or None."""
-        if self.gated:
-            return "WaveNet blocks (gated, conditioned) run on the PyTorch step"
+        torch_only = next((s.torch_only for s in self.stages if getattr(s, "torch_only", None)), None)
+        if torch_only:
+            return f"{torch_only} run on the PyTorch step"
         if not all(isinstance(s, (_ConvStage, _Block)) or isinstance(s.module, CPP_POINTWISE) for s in self.stages):
             return "the model has a pointwise layer other than ReLU, Identity or Dropout"
         if backend == "cpp":
@@ -166,6 +167,11 @@ class Streamer:
         for d in self._dropouts:  # dropouts (Darts' MonteCarloDropout: on at predict time too) and RReLU
             if isinstance(d, nn.RReLU) and d.training:
                 raise ValueError("cannot stream a model in training mode with RReLU (random slopes): call model.eval()")
+            if isinstance(d, nn.modules.batchnorm._BatchNorm):
+                if d.training:
+                    raise ValueError("cannot stream a batch norm in training mode (it normalises with the whole "
+                                     "sequence's statistics): call model.eval()")
+                continue
             if getattr(d, "mc_dropout_enabled", d.training) and getattr(d, "p", 0) > 0:
                 raise ValueError("cannot stream a model whose dropout > 0 is active (training mode, or Darts' "
                                  "mc_dropout): call model.eval()")

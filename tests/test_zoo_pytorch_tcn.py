@@ -131,9 +131,42 @@ def test_streamer_steps_a_pytorch_tcn_exactly(backend, converted):
     torch.testing.assert_close(steps, whole, rtol=1e-5, atol=1e-5)
 
 
+STREAM_CASES = [  # use_norm, activation, skip connections, gate, input_shape, output_projection
+    ("batch_norm", "relu", True, False, "NCL", None), ("layer_norm", "gelu", False, True, "NLC", 2),
+    (None, "tanh", True, True, "NCL", 3), ("weight_norm", "relu", True, False, "NLC", None)]
+
+
+@pytest.mark.parametrize("case", STREAM_CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("converted", [False, True], ids=["as-built", "converted"])
+def test_streamer_steps_every_pytorch_tcn_option(case, converted):
+    """Norms (batch norm in eval mode, layer norm), gates, any activation and skip connections, on
+    the PyTorch step: the chunks equal the library's forward on the whole sequence."""
+    norm, activation, skips, gate, shape, projection = case
+    torch.manual_seed(0)
+    model = pytorch_tcn.TCN(3, [6, 6, 4], kernel_size=3, dropout=0.0, use_norm=norm, activation=activation,
+                            use_skip_connections=skips, input_shape=shape, output_projection=projection, use_gate=gate)
+    x = torch.randn(2, 3, 30) if shape == "NCL" else torch.randn(2, 30, 3)
+    model.train()(torch.randn_like(x) + 1)  # batch norm's running statistics move off their start
+    model.eval()
+    if converted:
+        tcnkernels.convert(model)
+    time_axis = 2 if shape == "NCL" else 1
+    with torch.no_grad():
+        whole = model(x)
+        stream = tcnkernels.Streamer(model, batch_size=2)
+        steps = torch.cat([stream.step(x.narrow(time_axis, a, b - a)) for a, b in ((0, 1), (1, 9), (9, 30))],
+                          time_axis)
+    assert stream.backend == "torch"
+    torch.testing.assert_close(steps, whole, rtol=1e-5, atol=1e-5)
+    if norm == "batch_norm":
+        model.train()
+        with pytest.raises(ValueError, match="batch norm in training mode"):
+            stream.step(x.narrow(time_axis, 0, 1))
+
+
 def test_streamer_refuses_what_it_cannot_run_exactly():
-    with pytest.raises(ValueError, match="skip connections"):
-        tcnkernels.Streamer(_tcn(3, True, None, "relu", True, "NCL", None).eval(), batch_size=1)
+    with pytest.raises(ValueError, match="embeddings"):
+        tcnkernels.Streamer(pytorch_tcn.TCN(3, [4], kernel_size=3, embedding_shapes=[(2,)]).eval(), batch_size=1)
     with pytest.raises(ValueError, match="reading future steps"):
         tcnkernels.Streamer(pytorch_tcn.TCN(3, [4], kernel_size=3, causal=False).eval(), batch_size=1)
 
