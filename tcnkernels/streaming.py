@@ -47,8 +47,8 @@ class Streamer:
         state = stream.state_dict(); stream.load_state_dict(state)   # the caches
 
     `model`: a CausalConv1d, a TemporalBlock, a TemporalConvNet (ours or the authors'), an
-    nn.Sequential of them with pointwise activations, pytorch-tcn's TCN, Darts' _TCNModule
-    (`TCNModel(...).model`), NeuralForecast's TemporalConvolutionEncoder, as built or after
+    nn.Sequential of them with pointwise activations, pytorch-tcn's TCN, Darts' TCNModel (fitted or
+    loaded: its `.model`, a _TCNModule), NeuralForecast's TemporalConvolutionEncoder, WaveNet stacks, as built or after
     `tcnkernels.convert` (tcnkernels/stream_stages.py lists the structures); in eval mode (or with
     dropout 0). A model whose forward takes [N, T, C] is stepped in that layout (`stream.layout`).
     Works in the model's dtype and on its device. The caches belong to the
@@ -59,6 +59,11 @@ class Streamer:
     """
 
     def __init__(self, model, batch_size, backend="auto"):
+        if not isinstance(model, nn.Module) and hasattr(model, "model") and hasattr(model, "fit"):
+            # a Darts forecasting model (TCNModel): its trained torch module is `.model`
+            if not isinstance(model.model, nn.Module):
+                raise ValueError(f"this {type(model).__name__} has no torch module yet: fit or load it first")
+            model = model.model
         if not isinstance(model, nn.Module):
             raise TypeError(f"Streamer expects an nn.Module, got {type(model).__name__}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -123,6 +123,12 @@ def test_integrations_train_fused_and_checkpoints_stay_the_libraries(tmp_path):
         with LaunchRecorder() as rec:
             model, got = _fit_and_predict()
         assert rec.launches.count("causal_conv1d_kernel") > 0
+        module = model.model.eval()  # the trained TCNModel streams as it is (its .model)
+        x = torch.randn(2, 12, 1)
+        with torch.no_grad():
+            whole = module(PLModuleInput(past_target=x, stage=ModuleStage.TRAIN)).prediction
+            torch.testing.assert_close(_chunks(tcnkernels.Streamer(model, batch_size=2), x), whole, rtol=1e-5,
+                                       atol=1e-5)
         with LaunchRecorder() as rec:
             forecaster, nf_got = _nf_fit_and_predict()
         assert rec.launches.count("causal_conv1d_kernel") > 0
@@ -230,7 +236,10 @@ def test_streamer_steps_a_neuralforecast_encoder_exactly(activation, backend, ru
 
 
 def test_streamer_says_what_of_darts_and_neuralforecast_it_cannot_step():
+    from darts.models import TCNModel
     from neuralforecast.models import TCN
+    with pytest.raises(ValueError, match="fit or load it first"):
+        tcnkernels.Streamer(TCNModel(input_chunk_length=12, output_chunk_length=3), batch_size=1)
     with pytest.raises(ValueError, match="stream its hist_encoder"):
         tcnkernels.Streamer(TCN(h=4, input_size=8, max_steps=1), batch_size=1)
     with pytest.raises(ValueError, match="GLU halves an axis"):
