@@ -194,7 +194,7 @@ def _chunks(stream, x):
     return torch.cat([stream.step(x[:, a:b]) for a, b in ((0, 1), (1, 7), (7, x.shape[1]))], 1)
 
 
-@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
 @pytest.mark.parametrize("weight_norm, converted", [(False, False), (True, True), (True, False)])
 def test_streamer_steps_a_darts_tcn_exactly(backend, weight_norm, converted):
     """Darts' _TCNModule (no ReLU after the residual, none after the last conv2, conv3 downsamples)
@@ -213,6 +213,15 @@ def test_streamer_steps_a_darts_tcn_exactly(backend, weight_norm, converted):
     model.set_mc_dropout(active=True)  # Darts' predict-time Monte Carlo dropout: random, not streamable
     with pytest.raises(ValueError, match="mc_dropout"):
         stream.step(x[:, :1])
+
+
+def test_triton_step_refuses_darts_blocks_and_auto_picks_another():
+    """The Triton step runs blocks with the ReLU after the residual only: asked for, it says so; auto
+    on a CUDA device would fall back (here, on a CPU, auto picks the C++ step)."""
+    model = _darts(False, input_size=2, target_size=3, dropout=0.0).eval()
+    with pytest.raises(ValueError, match="Darts' blocks .* run on the C.. and PyTorch steps"):
+        tcnkernels.Streamer(model, batch_size=2, backend="triton")
+    assert tcnkernels.Streamer(model, batch_size=2).backend in ("cpp", "torch")
 
 
 @pytest.mark.parametrize("activation, backend, runs", [("ReLU", "auto", "cpp"), ("ReLU", "triton", "triton"),

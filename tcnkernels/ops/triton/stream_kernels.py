@@ -3,8 +3,9 @@ residual and cache, for every batch row (one program per row: rows are independe
 
 Tables (built once by tcnkernels.ops.stream_launch, read here):
   stages   int32 (N_STAGES, 4): [kind, a, b, c], kind 0: conv a; 1: block relu(conv b(conv a(x))
-           + (x or conv c(x))); 2: ReLU; 3: block without the ReLU after the sum (Darts'); the C++
-           step's encoding (tcnkernels.stream_stages)
+           + (x or conv c(x))); 2: ReLU (the C++ step's encoding, tcnkernels.stream_stages). Kind 3
+           (a block without the final ReLU, Darts') is not run here: the Streamer sends it to the
+           C++ or PyTorch step, as a branch on it made this kernel spill on sm_80 (static profile)
   convs    int32 (n, 4): K, dilation, slots, relu; ring_off int64 (n,): where each conv's ring starts
   weights  fp32 (n, CP, KMAX, CP): (C_out, tap, C_in), zero-padded to CP channels; bias fp32 (n, CP)
   rings    fp32 (B, row_stride): conv c's last `slots` inputs of the row at ring_off[c], (slots, CP)
@@ -80,9 +81,7 @@ def stream_step_kernel(
                 if down >= 0:
                     res = _conv_step(w_ptr, bias_ptr, conv_ptr, ring_off_ptr, ring_row, down, cur, step0 + t, offs,
                                      CP, KMAX, BLOCK_CI)
-                cur = y + res
-                if kind == 1:
-                    cur = tl.maximum(cur, 0.0)
+                cur = tl.maximum(y + res, 0.0)
         tl.store(out_ptr + b * s_o_b + offs * s_o_c + t * s_o_t, cur, mask=offs < C_OUT)
     # Every program read the counter before taking its ticket: the last one advances it.
     ticket = tl.atomic_add(done_ptr, 1)
