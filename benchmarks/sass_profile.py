@@ -4,6 +4,7 @@
     python benchmarks/sass_profile.py --configs seq-mnist --precisions tf32 --archs 90 --out /tmp/p
     python benchmarks/sass_profile.py --variants           # the general op's activations, gates, depthwise
     python benchmarks/sass_profile.py --short-conv         # causal-conv1d's API: widths 4 and 16, dilations 1, 8
+    python benchmarks/sass_profile.py --wavenet            # the fused WaveNet block at Parallel WaveGAN's layer
 
 Writes sass-sm90.json and sass-sm90.md (default: benchmarks/results/) and prints any broken budget.
 Run it after every kernel or launcher change and compare with the committed tables (docs/speed.md
@@ -33,7 +34,11 @@ def main():
                         help="the general op's activations, gates and depthwise kernels (sass-sm90-variants.md)")
     parser.add_argument("--short-conv", action="store_true",
                         help="causal-conv1d's API: forward, backward, update (sass-sm90-short-conv.md)")
+    parser.add_argument("--wavenet", action="store_true",
+                        help="the fused WaveNet block at Parallel WaveGAN's layer (sass-sm90-wavenet.md)")
     args = parser.parse_args()
+    if args.wavenet:
+        return _wavenet(args.out)
     if args.variants:
         return _variants(args.out)
     if args.short_conv:
@@ -44,6 +49,24 @@ def main():
     for path in sp.write_profile(rows, env, args.out):
         print(f"wrote {path}")
     broken = sp.violations(rows)
+    for v in broken:
+        print(f"BUDGET BROKEN: {v}")
+    return 1 if broken else 0
+
+
+def _wavenet(out):
+    import json
+
+    from tools.static_profile import wavenet
+    rows, launch_counts = wavenet.rows()
+    env = sp.environment()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sass-sm90-wavenet.json").write_text(json.dumps(dict(environment=env, rows=rows, launches=launch_counts),
+                                                           indent=1))
+    (out / "sass-sm90-wavenet.md").write_text(wavenet.render_markdown(rows, launch_counts, env))
+    print(f"wrote {out / 'sass-sm90-wavenet.md'}")
+    broken = wavenet.violations(rows)
     for v in broken:
         print(f"BUDGET BROKEN: {v}")
     return 1 if broken else 0

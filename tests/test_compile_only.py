@@ -112,3 +112,11 @@ def test_short_conv_budgets():
     and the decode update one launch without spills."""
     _assert_budgets("import json; from tools.static_profile import short_conv as s; "
                     "print(json.dumps(s.held_violations(s.rows(widths=(4,)), s.update_rows())))", timeout=1200)
+
+
+def test_wavenet_budgets():
+    """The fused WaveNet block at Parallel WaveGAN's layer (tools/static_profile/wavenet.py), TF32:
+    the gated conv's forward and input gradient within 4 warp-instructions per output of the plain
+    conv of the same layer, and no kernel of its forward + backward spills."""
+    _assert_budgets("import json; from tools.static_profile import wavenet as w; "
+                    "rows, _ = w.rows(precisions=('tf32',)); print(json.dumps(w.violations(rows)))", timeout=1200)

@@ -106,3 +106,17 @@ def test_structure_of_the_general_ops_models():
         ours, ref = by[config, "tcnkernels"], by[config, "reference"]
         assert 0 < ours["launches"] < ref["launches"], (config, ours, ref)
         assert 0 < ours["saved_bytes"] <= ref["saved_bytes"] * 1.1, (config, ours, ref)
+
+
+@pytest.mark.parametrize("over, broken", [({}, 0), ({"over_plain": 4.1}, 1),
+                                          ({"role": "input-grad", "over_plain": 4.1}, 1),
+                                          ({"role": "weight-grad", "over_plain": 9}, 0),
+                                          ({"conv": "skip+residual", "over_plain": 9}, 0), ({"spills": 8}, 1),
+                                          ({"conv": "skip+residual", "spills": 8}, 1)])
+def test_wavenet_budget_violations(over, broken):
+    """The WaveNet block's budget: the gated conv's forward and input gradient within +4 of the plain
+    conv; no kernel spills; the weight gradient and the plain 1x1 are only reported."""
+    from tools.static_profile import wavenet
+    row = dict(conv="gate", precision="tf32", role="forward", over_plain=3.9, spills=0)
+    row.update(over)
+    assert len(wavenet.violations([row])) == broken

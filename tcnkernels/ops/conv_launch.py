@@ -91,7 +91,8 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         tiles = epilogue_tiles(tiles, align_out)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
         tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=dropout is not None, align=align,
-                                residual_gemm=residual_gemm, shifted=spec.pad_right != 0)
+                                residual_gemm=residual_gemm, shifted=spec.pad_right != 0,
+                                gated=epilogue.activation in GATE_CODES)
     n_co, n_t = triton.cdiv(c_out, tiles.BLOCK_CO), triton.cdiv(L, tiles.BLOCK_T)
     gated = epilogue.activation in GATE_CODES
     rows = [(in_shape[1:], in_stride[1:]), ((c_out, L), out_stride[1:])]

@@ -67,8 +67,17 @@ def dropout_tiles(tiles, residual_gemm):
 def gated_tiles(tiles):
     """A gated unit's program keeps two accumulators (its two halves): at most 64 rows, so that both
     hold what one 128-row tile does (measured at 128 x 128, 8 warps: 255 registers, 64 to 656 bytes
-    on the stack, 312 of them inside the loop for IEEE fp32)."""
-    return dataclasses.replace(tiles, BLOCK_CO=min(tiles.BLOCK_CO, SMALL_CHANNELS))
+    on the stack, 312 of them inside the loop for IEEE fp32), and at most 64 accumulator values per
+    thread: 8 warps where 4 would hold more, then shorter time tiles (measured at 64 x 128, 4 warps,
+    WaveNet's 144 -> 128 gated layer at L = 25,600 on sm_90: 255 registers, 8 to 64 bytes spilled
+    in TF32 and bf16; at 8 warps 128 to 190 registers, none, and 10% fewer warp-instructions per
+    output than 64 x 64 at 4 warps)."""
+    block_co, block_t, warps = min(tiles.BLOCK_CO, SMALL_CHANNELS), tiles.BLOCK_T, tiles.num_warps
+    if 2 * block_co * block_t > 64 * 32 * warps:
+        warps = 8
+    while 2 * block_co * block_t > 64 * 32 * warps and block_t > 32:
+        block_t //= 2
+    return dataclasses.replace(tiles, BLOCK_CO=block_co, BLOCK_T=block_t, num_warps=warps)
 
 
 def activation_dropout_tiles(tiles):
@@ -119,7 +128,7 @@ def weight_grad_tiles(c_out, c_in, dtype, align, capability, gated=False):
 
 
 def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=False, residual_gemm=False,
-                    shifted=False):
+                    shifted=False, gated=False):
     """IEEE fp32 dots run on FMA units with operands in registers: 8 warps share a large tile and loads
     are not staged ahead (one stage), else they spill (measured: up to 4 KB per thread); on sm_80
     also at most 32 time steps and 32 reduction channels per tile (else 8 to 80 bytes), and with a
@@ -128,7 +137,11 @@ def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=Fal
     `residual_gemm`: a block's conv2 that also runs the 1x1 downsample. `shifted` (taps offset by a
     right padding: one more runtime value and mask bound per iteration): 8 warps and at most 64 steps
     (at 4 warps, or 128 steps with an epilogue, 16 to 24 bytes with one or two stack accesses in the
-    loop, sm_90)."""
+    loop, sm_90). `gated` (two accumulators): at most 64 steps, 32 at ALIGN 1 or 2 (WaveNet's 144 -> 128 gated
+    layer, sm_90, 8 warps: 64 x 128 spilled 1.7 KB, 263 accesses in the loop; 64 x 64 at ALIGN 1
+    and 2 200 to 260 bytes)."""
+    if gated:
+        tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 32 if align <= 2 else 64))
     if align == 1:
         tiles = dataclasses.replace(tiles, BLOCK_CI=min(tiles.BLOCK_CI, 32))
     if capability < 90:

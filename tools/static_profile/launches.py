@@ -16,7 +16,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
-from tcnkernels import use_backend
+from tcnkernels import WaveNetBlock, use_backend
 from tcnkernels.functional import causal_conv1d, conv1d
 from tcnkernels.nn import TemporalBlock, TemporalConvNet
 from tcnkernels.ops import launching
@@ -155,6 +155,21 @@ def op_launches(c_in, c_out, L, K, dilation, precision, arch, groups=1, padding=
     return launches
 
 
+def wavenet_launches(residual, gate, skip, aux, K, dilation, L, precision, arch, batch=2):
+    """(forward launches, backward launches) of one causal tcnkernels.WaveNetBlock with conditioning
+    (needing a gradient, as an upsampling net's does) on meta tensors."""
+    dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
+    block = WaveNetBlock(residual, gate, skip, K, dilation, aux).to(device="meta", dtype=dtype)
+    x = torch.empty(batch, residual, L, device="meta", dtype=dtype, requires_grad=True)
+    c = torch.empty(batch, aux, L, device="meta", dtype=dtype, requires_grad=True)
+    with use_backend("triton"):
+        with recorded_launches(arch, tf32) as forward:
+            out, skip_out = block(x, c)
+        with recorded_launches(arch, tf32) as backward:
+            torch.autograd.backward((out, skip_out), (torch.empty_like(out), torch.empty_like(skip_out)))
+    return forward, backward
+
+
 # The general op's variants: every activation and gate on the layers of the paper networks' widths,
 # and every padding, grouping and layout with a cheap and a costly activation.
 VARIANT_ACTIVATIONS = ("leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu", "mish", "softplus", "tanh",
@@ -286,7 +301,7 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
     """One launch per configuration the launchers can choose (kernel, dtypes, every constexpr and
     launch option), over a sweep of shapes that crosses every breakpoint of the tile heuristics (single
     convs) and every epilogue and gate the fused block uses (blocks with and without a downsample,
-    dropout, training and inference, conv2's output recomputed or kept), the streaming step at
+    dropout, training and inference, conv2's output recomputed or kept), the WaveNet block, the streaming step at
     every register width, and causal-conv1d's API (states, fp32 weights, its decode update's modes). Each is compiled
     with the runtime specialisation of the first shape that chose it."""
     distinct = {}
@@ -312,6 +327,9 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
                             add(block_launches(c_in, c_out, L, 3, dilation, precision, arch, dropout, training,
                                                recompute))
         add(op_variant_launches(arch, precision))
+        for L in SWEEP_LENGTHS[1:]:  # Parallel WaveGAN's layer: a narrow gated conv and its 1x1 heads
+            for dilation in SWEEP_DILATIONS:
+                add(sum(wavenet_launches(64, 128, 64, 80, 3, dilation, L, precision, arch), []))
         add(block_variant_launches(arch, precision))
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for c_in, widths, K in STREAM_SWEEP:
