@@ -104,7 +104,8 @@ def activation_of(value, name="activation") -> Tuple[Optional[Activation], Optio
             raise ValueError(f"{name}: nn.GLU must gate the channel dimension (dim=1), got dim={value.dim}")
         return Activation("glu"), None
     for cls, read in _MODULES.items():
-        if type(value) is cls:
+        # the class itself, or a subclass that keeps its forward (torch.export's module proxies)
+        if type(value) is cls or (isinstance(value, cls) and type(value).forward is cls.forward):
             act_name, params = read(value)
             return Activation(act_name, params), value.weight if cls is nn.PReLU else None
     raise ValueError(f"{name} must be None, one of {known_activations()}; got {value!r}")
