@@ -174,15 +174,39 @@ def _check_model(model, example):
     return inputs
 
 
+class DartsForecast(nn.Module):
+    """A Darts forecasting module (a fitted `TCNModel`'s `.model`) called as its predict step calls
+    it: x [N, input_chunk_length, C] (the past target, then any past covariates) -> the prediction
+    [N, output_chunk_length, target_size, nr_params]. Darts' forward takes its own batch object,
+    which torch.export cannot flatten: this is what `to_onnx` exports for a Darts model."""
+
+    def __init__(self, module):
+        super().__init__()
+        from darts.models.forecasting.pl_forecasting_module import ModuleStage
+        from darts.utils.data.torch_datasets.utils import PLModuleInput
+        self.module, self._batch, self._stage = module, PLModuleInput, ModuleStage.PREDICT
+
+    def forward(self, x):
+        return self.module(self._batch(past_target=x, stage=self._stage)).prediction
+
+
+def _is_darts(model):
+    return isinstance(getattr(model, "res_blocks_list", None), list) and hasattr(model, "input_chunk_length")
+
+
 def to_onnx(model, example, path, streaming=False, dynamic=True, opset_version=None):
     """Export `model` (eval mode) to the ONNX file `path`; `example` a (B, C, T) input. Batch and
     time are dynamic unless `dynamic=False`. Returns the torch.onnx ONNXProgram. `streaming=True`
     exports one step of the model's Streamer instead (tcnkernels.export_streaming)."""
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
+        model = model.model  # a fitted Darts TCNModel: its torch module
     inputs = _check_model(model, example)
     if streaming:
         from .export_streaming import streaming_step_program  # lazily: most exports are whole windows
         program, inputs, names = streaming_step_program(model, inputs[0])
         return _write_onnx(decompose(program), inputs, path, opset_version, **names)
+    if _is_darts(model):
+        model = DartsForecast(model)
     shapes = dynamic_shapes(model, inputs) if dynamic else None
     if dynamic:  # sizes 0 and 1 would be specialised: trace with two rows and two steps at least
         inputs = tuple(_at_least_two(t, axes) for t, axes in zip(inputs, shapes))
@@ -207,10 +231,12 @@ def dynamic_shapes(model, inputs):
     from .short_conv import ShortConvolution
     from .stream_stages import model_stages  # the streamer's reading of the model says its layout
     try:
-        channels_last = isinstance(model, ShortConvolution) or model_stages(model)[1].channels_last  # (B, L, D)
+        channels_last = isinstance(model, (ShortConvolution, DartsForecast)) or model_stages(model)[1].channels_last
     except ValueError:  # a model the streamer does not step (non-causal, ...): pytorch-tcn says its layout
         channels_last = getattr(model, "input_shape", "NCL") == "NLC"
     batch, time = Dim("batch"), Dim("time")
+    if isinstance(model, DartsForecast):  # its forward views the output at input_chunk_length steps
+        return tuple({0: batch} for _ in inputs)
     return tuple({0: batch, 1 if channels_last else 2: time} for _ in inputs)
 
 

@@ -168,7 +168,7 @@ def test_the_decomposed_program_runs_without_tcnkernels(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # The streaming step
 
-def _stream_onnx(model, example, path, batch, length, chunkings, channels_last=False, c_channels=0):
+def _stream_onnx(model, example, path, batch, length, chunkings, channels_last=False, c_channels=0, whole=None):
     """Run the streaming ONNX step over each chunking of a random window: its outputs concatenated
     must equal the model's forward on the whole window."""
     tx.to_onnx(model, example, path, streaming=True)
@@ -195,7 +195,7 @@ def _stream_onnx(model, example, path, batch, length, chunkings, channels_last=F
             feeds = dict(zip(states, got[heads:]))
             start += n
         with torch.no_grad():
-            want = _outputs(model(x) if c is None else _stack_forward(model, x, c))
+            want = _outputs((whole or model)(x) if c is None else _stack_forward(model, x, c))
         for k, w in enumerate(want):
             np.testing.assert_allclose(np.concatenate([y[k] for y in ys], 1 if channels_last else 2), w.numpy(),
                                        rtol=1e-5, atol=1e-5)
@@ -258,3 +258,38 @@ def test_an_example_of_one_row_and_one_step_still_gives_dynamic_shapes(tmp_path)
     tcn = _tcn()
     _check_onnx(tcn, (torch.randn(1, 3, 1),), [(torch.randn(4, 3, 9),), (torch.randn(1, 3, 1),)],
                 tmp_path / "tcn.onnx")
+
+
+@pytest.mark.slow
+def test_a_fitted_darts_tcn_model_exports_and_streams_in_onnxruntime(tmp_path):
+    """Darts' module (its forward takes Darts' own batch object): exported as its predict step, and
+    its streaming step ([N, n, C] in, [N, n, target_size, nr_params] out) equal to its forward."""
+    from darts.models.forecasting import tcn_model
+    torch.manual_seed(7)
+    module = tcn_model._TCNModule(input_size=2, kernel_size=3, num_filters=4, num_layers=3, dilation_base=2,
+                                  weight_norm=True, target_size=2, nr_params=1, target_length=4, dropout=0.1,
+                                  input_chunk_length=16, output_chunk_length=4)
+    tcnkernels.convert(module).eval()
+    path = tmp_path / "darts.onnx"
+    tx.to_onnx(module, torch.randn(2, 16, 2), path)
+    session = onnxruntime.InferenceSession(str(path))
+    x = torch.randn(5, 16, 2)
+    with torch.no_grad():
+        want = tx.DartsForecast(module)(x)
+    assert want.shape == (5, 4, 2, 1)
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], want.numpy(), rtol=1e-5, atol=1e-5)
+    _stream_onnx(module, torch.randn(2, 4, 2), tmp_path / "step.onnx", 3, 16, _chunkings(16, 5), channels_last=True,
+                 whole=_DartsWhole(module))
+
+
+class _DartsWhole(nn.Module):
+    """Darts' forward at every step of the window (its training stage): what the steps must equal."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        from darts.models.forecasting.pl_forecasting_module import ModuleStage
+        from darts.utils.data.torch_datasets.utils import PLModuleInput
+        return self.module(PLModuleInput(past_target=x, stage=ModuleStage.TRAIN)).prediction
