@@ -1,6 +1,7 @@
 """Streaming inference speed: one new time step of the adding-problem and seq-MNIST networks, for the
-C++ step, the naive (PyTorch) streamer, recomputing the receptive-field window and an LSTM of the
-same size (tcnkernels.bench.streaming builds them). CPU timings.
+C++ step, the naive (PyTorch) streamer, recomputing the receptive-field window, the streaming ONNX
+step in onnxruntime, pytorch-tcn's streaming mode and an LSTM of the same size
+(tcnkernels.bench.streaming builds them). CPU timings.
 
     pytest benchmarks/test_streaming_speed.py --benchmark-only
 """
@@ -20,6 +21,7 @@ def test_streaming_step(benchmark, config, batch, provider):
     with use_backend("torch"):
         steppers = streaming.steppers(config, batch)
         if provider not in steppers:
-            pytest.skip(f"{provider} cannot run here (no C++ compiler)")
+            pytest.skip(f"{provider} cannot run here (no C++ compiler, onnxruntime or pytorch-tcn; or pytorch-tcn "
+                        f"beyond {streaming.PYTORCH_TCN_MAX_BATCH} rows)")
         benchmark.extra_info.update(config=config, batch=batch, provider=provider, threads=torch.get_num_threads())
         benchmark(steppers[provider])

@@ -97,7 +97,7 @@ def cmd_bench(args):
         print("no GPU: running the CPU providers (tcnkernels' torch path vs the reference on CPU); "
               f"{torch.get_num_threads()} threads", flush=True)
     sections = [name for name, on in (("host_overhead", args.host), ("structure", args.structure),
-                                      ("streaming", args.streaming)) if on]
+                                      ("streaming", args.streaming), ("onnx", args.onnx)) if on]
     report = run_report(device, full=args.full, sections=sections, batch_size=args.batch_size,
                         max_length=args.max_length, rounds=args.rounds, warmup=args.warmup,
                         progress=not args.no_progress,
@@ -141,6 +141,9 @@ def build_parser():
                        help="also launches and saved activations per training step (counted on meta tensors)")
     bench.add_argument("--streaming", action="store_true",
                        help="also streaming latency per step (batch 1, 64, 1024: several minutes on a CPU)")
+    bench.add_argument("--onnx", action="store_true",
+                       help="also the paper networks' forward in onnxruntime against PyTorch (needs the export extra "
+                            "and onnxruntime)")
     bench.add_argument("--out", default=DEFAULT_BENCH_OUT,
                        help=f"results folder (default: ./{DEFAULT_BENCH_OUT}; the committed reports live in "
                             "benchmarks/results of a clone: write there only on purpose)")

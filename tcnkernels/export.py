@@ -15,6 +15,8 @@ tcnkernels is not installed. `to_onnx` exports through the decomposed program wi
 dynamo exporter (onnx and onnxscript needed; `pip install tcnkernels[export]`).
 """
 import copy
+import logging
+import re
 
 import torch
 import torch.nn.functional as F
@@ -215,7 +217,8 @@ def to_onnx(model, example, path, streaming=False, dynamic=True, opset_version=N
     names = [["x"], ["x", "c"]][len(inputs) > 1]
     outputs = program.module()(*inputs)
     return _write_onnx(program, inputs, path, opset_version, input_names=names,
-                       output_names=["y", "skip"] if isinstance(outputs, tuple) else ["y"])
+                       output_names=["y", "skip"] if isinstance(outputs, tuple) else ["y"],
+                       axis_names=[{axis: dim.__name__ for axis, dim in s.items()} for s in shapes or ()])
 
 
 def _at_least_two(t, axes):
@@ -240,12 +243,47 @@ def dynamic_shapes(model, inputs):
     return tuple({0: batch, 1 if channels_last else 2: time} for _ in inputs)
 
 
-def _write_onnx(program, inputs, path, opset_version, input_names, output_names):
+def _write_onnx(program, inputs, path, opset_version, input_names, output_names, axis_names=()):
+    """Export `program` to `path`; `axis_names[i]` ({axis: name}) names input i's dynamic axes in
+    the file (the exporter writes its symbols, s0, s1, ..., otherwise)."""
     try:
         import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter needs it)
     except ImportError as exc:
         raise ImportError("to_onnx needs onnx and onnxscript: pip install tcnkernels[export]") from exc
-    onnx_program = torch.onnx.export(program, inputs, input_names=input_names, output_names=output_names,
-                                     dynamo=True, opset_version=opset_version, verbose=False)
+    # the exporter logs a warning per torchvision op it cannot register, which these graphs never hold
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        onnx_program = torch.onnx.export(program, inputs, input_names=input_names, output_names=output_names,
+                                         dynamo=True, opset_version=opset_version, verbose=False)
+    finally:
+        registration.setLevel(level)
+    _name_dynamic_axes(onnx_program.model, axis_names)
     onnx_program.save(str(path))
     return onnx_program
+
+
+def _name_dynamic_axes(model, axis_names):
+    """Rename the symbols of the inputs' dynamic axes (`s77`) to `axis_names`' (`batch`), in every
+    shape of the graph, expressions included (`s53 + 2` -> `time + 2`)."""
+    import onnx_ir as ir  # onnxscript's IR, installed with it
+    names = {}
+    for value, axes in zip(model.graph.inputs, axis_names):
+        for axis, name in axes.items():
+            dim = value.shape[axis] if value.shape is not None else None
+            if isinstance(dim, ir.SymbolicDim) and dim.value:
+                names[dim.value] = name
+    if not names:
+        return
+    symbol = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+
+    def renamed(dim):
+        if isinstance(dim, ir.SymbolicDim) and dim.value:
+            return ir.SymbolicDim(symbol.sub(lambda m: names[m.group(1)], dim.value))
+        return dim
+
+    values = [*model.graph.inputs, *model.graph.outputs, *(v for node in model.graph for v in node.outputs)]
+    for value in values:
+        if value.shape is not None:
+            value.shape = ir.Shape([renamed(d) for d in value.shape.dims])

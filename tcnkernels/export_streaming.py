@@ -85,5 +85,6 @@ def streaming_step_program(model, example):
         program = torch.export.export(step, tuple(inputs), dynamic_shapes=(shapes[0], tuple(shapes[1:])))
     heads = ["y", "skip"] if s.gated else ["y"]
     names = dict(input_names=["x", "c"][:1 + step.conditioned] + step.state_names,
-                 output_names=heads + ["new_" + n for n in step.state_names])
+                 output_names=heads + ["new_" + n for n in step.state_names],
+                 axis_names=[{axis: dim.__name__ for axis, dim in axes.items()} for axes in shapes])
     return program, tuple(inputs), names

@@ -4,9 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import tcnkernels
 from tcnkernels.__main__ import DEFAULT_BENCH_OUT
 from tcnkernels.bench import configs, providers, timing
 from tcnkernels.bench import report as bench_report
@@ -62,7 +64,7 @@ def test_bench_quick_writes_the_report(tmp_path):
     assert "## One training step" in markdown and report["structure"]
     # the long tables not asked for are left out, and the report says how to get them
     assert "host_overhead" not in report and "streaming" not in report
-    assert "Not in this report: --host, --streaming" in markdown
+    assert "Not in this report: --host, --streaming, --onnx" in markdown
     assert json_path.with_suffix(".png").exists()
     # A rerun at the same shapes compares every case with the stored report...
     again = run_cli("bench", "--batch-size", "2", "--max-length", "48", "--rounds", "1", "--warmup", "1",
@@ -86,10 +88,50 @@ def test_default_bench_plan_is_the_short_one():
 def test_streaming_table_from_a_short_measurement():
     from tcnkernels.bench import streaming
     rows = streaming.measure(configs=("adding",), batches=(1,), blocks=1)
-    assert {r["provider"] for r in rows} >= {"tcnkernels (C++)", "naive streamer", "lstm"}
+    assert {r["provider"] for r in rows} >= {"tcnkernels (C++)", "naive streamer", "onnxruntime step", "pytorch-tcn",
+                                             "lstm"}
     assert all(r["us_per_step"] > 0 for r in rows)
     lines = streaming.streaming_table(rows)
     assert any(line.startswith("| adding | 1 | ") for line in lines)
+
+
+def test_pytorch_tcn_streams_one_model_per_row():
+    """pytorch-tcn's streaming mode takes one sequence: beyond batch 1 the bench steps one model per
+    row, each with its own buffers, and leaves it out past PYTORCH_TCN_MAX_BATCH rows."""
+    from tcnkernels.bench import streaming
+    step = streaming._pytorch_tcn_stepper("adding", 3)
+    outs = [step() for _ in range(4)]
+    assert [tuple(o.shape) for o in outs[-1]] == [(1, 24, 1)] * 3
+    assert not torch.equal(outs[0][0], outs[-1][0])  # the buffers fill: a step depends on the past ones
+    assert streaming._pytorch_tcn_stepper("adding", streaming.PYTORCH_TCN_MAX_BATCH + 1) is None
+
+
+@pytest.mark.slow
+def test_onnx_forward_table_from_a_short_measurement():
+    """The ONNX forward table times all three providers on one network, and each one's output is the
+    reference's; the onnxruntime step the streaming table times is the model's forward, step by step."""
+    from tcnkernels.bench import deployment
+    rows = deployment.measure(configs=("nottingham",), blocks=1)
+    assert [r["provider"] for r in rows] == list(deployment.FORWARD_PROVIDERS)
+    assert all(r["ms"] > 0 and r["max_abs_diff"] < 1e-4 for r in rows)
+    [line] = [line for line in deployment.onnx_table(rows) if line.startswith("| nottingham | ")]
+    assert line.count("(x") == 2
+    torch.manual_seed(1)
+    model = tcnkernels.TemporalConvNet(3, [8, 8], kernel_size=3).eval()
+    x_t = torch.randn(2, 3, 1)
+    step = deployment.ort_stepper(model, x_t)
+    ys = np.concatenate([step() for _ in range(6)], axis=2)
+    with torch.no_grad():
+        expected = model(x_t.repeat(1, 1, 6)).numpy()
+    np.testing.assert_allclose(ys, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_forward_table_says_what_is_missing(monkeypatch):
+    from tcnkernels.bench import deployment
+    monkeypatch.setattr(deployment, "onnx_missing", lambda: "onnxruntime is not installed")
+    rows = deployment.measure()
+    assert rows == [dict(skipped="onnxruntime is not installed")]
+    assert deployment.onnx_table(rows)[-1] == "Not run: onnxruntime is not installed."
 
 
 def _report(results, device="GPU"):

@@ -5,6 +5,7 @@ give PyTorch's outputs at other batch sizes and lengths with standard ops only; 
 step over random chunkings equals the whole window's forward."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -258,6 +259,25 @@ def test_an_example_of_one_row_and_one_step_still_gives_dynamic_shapes(tmp_path)
     tcn = _tcn()
     _check_onnx(tcn, (torch.randn(1, 3, 1),), [(torch.randn(4, 3, 9),), (torch.randn(1, 3, 1),)],
                 tmp_path / "tcn.onnx")
+
+
+def _dims(value):
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def test_the_files_name_their_dynamic_axes_batch_and_time(tmp_path):
+    """Every shape in the files speaks of `batch` and `time`, not the exporter's symbols (s77)."""
+    tcn = _tcn()
+    tx.to_onnx(tcn, torch.randn(1, 3, 20), tmp_path / "tcn.onnx")
+    graph = onnx.load(str(tmp_path / "tcn.onnx")).graph
+    assert _dims(graph.input[0]) == ["batch", 3, "time"] and _dims(graph.output[0]) == ["batch", 6, "time"]
+    tx.to_onnx(tcn, torch.randn(1, 3, 1), tmp_path / "step.onnx", streaming=True)
+    graph = onnx.load(str(tmp_path / "step.onnx")).graph
+    assert _dims(graph.input[0]) == ["batch", 3, "time"] and _dims(graph.output[0]) == ["batch", 6, "time"]
+    assert [_dims(v)[0] for v in [*graph.input, *graph.output]] == ["batch"] * (2 * len(graph.input))
+    symbols = {d.dim_param for v in [*graph.input, *graph.output, *graph.value_info]
+               for d in v.type.tensor_type.shape.dim if d.dim_param}
+    assert symbols and not any(re.search(r"\bs\d+\b", name) for name in symbols), symbols
 
 
 @pytest.mark.slow

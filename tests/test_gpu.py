@@ -104,3 +104,23 @@ def test_streaming_triton_step_matches_the_full_forward_and_captures_in_a_cuda_g
         graph.replay()
         outputs.append(y_t.clone())
     torch.testing.assert_close(torch.cat(outputs, dim=2), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tf32", [False], indirect=True, ids=["ieee"])
+def test_torch_export_on_cuda_keeps_the_kernels_and_decomposes(tf32):
+    """On CUDA the exported program runs tcnkernels' registered ops (the fast program), at another
+    batch and length than traced; decomposed, it gives the same outputs from ATen ops alone (IEEE
+    fp32 on both sides, so that the two agree to fp32 rounding)."""
+    from tcnkernels import export
+    torch.manual_seed(0)
+    model = tcnkernels.TemporalConvNet(4, [16, 16], kernel_size=3, dropout=0.0).cuda().eval()
+    x, other = torch.randn(2, 4, 64, device="cuda"), torch.randn(5, 4, 300, device="cuda")
+    with torch.no_grad():
+        program = torch.export.export(model, (x,), dynamic_shapes=export.dynamic_shapes(model, (x,)))
+        ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+        assert any(op.startswith("tcnkernels.") for op in ops), ops
+        want = model(other)
+        torch.testing.assert_close(program.module()(other), want)
+        plain = export.decompose(program)
+        assert not any(str(n.target).startswith("tcnkernels.") for n in plain.graph.nodes)
+        torch.testing.assert_close(plain.module()(other), want, rtol=1e-4, atol=1e-4)

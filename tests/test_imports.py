@@ -23,8 +23,8 @@ LAYERS = [
     ["streaming"],
     ["export_streaming"],
     ["export", "selfcheck", "bench.configs", "bench.timer", "bench.markdown", "bench.providers", "bench.host",
-     "bench.structure", "bench.streaming", "bench.report", "bench.timing", "tasks.data", "tasks.presets",
-     "tasks.models", "tasks.train"],
+     "bench.structure", "bench.deployment", "bench.streaming", "bench.report", "bench.timing", "tasks.data",
+     "tasks.presets", "tasks.models", "tasks.train"],
     ["__init__", "ops", "bench", "tasks", "__main__"],
 ]
 LAYER = {module: i for i, names in enumerate(LAYERS) for module in names}

@@ -10,6 +10,7 @@ import torch
 from .._version import __version__
 from . import markdown
 from .configs import CPU_PROVIDERS, GPU_PROVIDERS, SMALL_CHANNEL_CONFIGS
+from .deployment import onnx_table
 from .streaming import streaming_table
 
 
@@ -128,8 +129,9 @@ def render_markdown(report):
                                 [[r["name"], f"{r['us']:.1f}", r.get("goal_us") or ""] for r in host])
     lines += structure_table(report.get("structure"))
     lines += streaming_table(report.get("streaming"))
+    lines += onnx_table(report.get("onnx"))
     absent = [flag for flag, key in (("--host", "host_overhead"), ("--structure", "structure"),
-                                     ("--streaming", "streaming")) if not report.get(key)]
+                                     ("--streaming", "streaming"), ("--onnx", "onnx")) if not report.get(key)]
     if absent:
         lines += ["", f"Not in this report: {', '.join(absent)} (`tcnkernels bench {' '.join(absent)}`, or `--full`)."]
     lines += ["", "The static profile of the GPU binaries (instructions per output, registers, spills, of the plain "

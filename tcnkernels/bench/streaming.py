@@ -4,9 +4,13 @@
   naive streamer       Streamer with the PyTorch step: per-conv PyTorch ops, one cache per conv,
                        weight norm folded once (what a careful user writes by hand)
   recompute window     the full forward over the receptive field, keeping the last output
+  onnxruntime step     `tcnkernels.export.to_onnx(..., streaming=True)` run by onnxruntime, the
+                       states fed back as numpy arrays (what a deployment does); left out when
+                       onnx, onnxscript or onnxruntime is absent
   pytorch-tcn          the `pytorch-tcn` package's streaming mode (`inference=True`), the same
-                       sizes (its own weights); one sequence at a time, so batch 1 only; a
-                       benchmark-only extra (`pip install pytorch-tcn`), left out when absent
+                       sizes (its own weights); it takes one sequence at a time, so beyond batch 1
+                       one model per row, each stepped in turn (up to PYTORCH_TCN_MAX_BATCH rows);
+                       a benchmark-only extra (`pip install pytorch-tcn`), left out when absent
   lstm                 a one-layer nn.LSTM with the TCN's parameter count, stepping one token
 
 Every provider runs in this process on the same inputs, timed in blocks of back-to-back steps with
@@ -14,6 +18,7 @@ the providers' blocks interleaved; the numbers are CPU timings (the fastest bloc
 The recompute-window provider only runs where one step costs under WINDOW_BUDGET_S (at B=1024 it
 is seconds a step).
 """
+import copy
 import time
 
 import torch
@@ -25,11 +30,13 @@ from ..streaming import Streamer
 from . import markdown
 from .configs import PAPER_CONFIGS
 from .providers import RecurrentBaseline, parameter_count
+from .timer import block_us
 
 STREAM_CONFIGS = ("adding", "seq-mnist")
 BATCHES = (1, 64, 1024)
-PROVIDERS = ("tcnkernels (C++)", "naive streamer", "recompute window", "pytorch-tcn", "lstm")
+PROVIDERS = ("tcnkernels (C++)", "naive streamer", "recompute window", "onnxruntime step", "pytorch-tcn", "lstm")
 WINDOW_BUDGET_S = 0.2
+PYTORCH_TCN_MAX_BATCH = 64
 
 
 def _model(config):
@@ -63,6 +70,9 @@ def steppers(config, batch):
             return model(window)[:, :, -1]
 
     fns["recompute window"] = recompute
+    from .deployment import onnx_missing, ort_stepper  # deployment imports this module's timer
+    if onnx_missing() is None:
+        fns["onnxruntime step"] = ort_stepper(model, x_t)
     pytorch_tcn = _pytorch_tcn_stepper(config, batch)
     if pytorch_tcn is not None:
         fns["pytorch-tcn"] = pytorch_tcn
@@ -80,33 +90,28 @@ def steppers(config, batch):
 
 
 def _pytorch_tcn_stepper(config, batch):
-    """One streaming step of pytorch-tcn's TCN of the same sizes, or None (not installed, batch > 1)."""
+    """One streaming step of pytorch-tcn's TCN of the same sizes for `batch` rows, or None (not
+    installed, or batch > PYTORCH_TCN_MAX_BATCH). Its streaming mode keeps one sequence's buffers
+    in the model: `batch` rows are `batch` models, stepped one after the other."""
     try:
         from pytorch_tcn import TCN
     except ImportError:
         return None
-    if batch != 1:
+    if batch > PYTORCH_TCN_MAX_BATCH:
         return None
     _, c_in, channels, K, _, _ = PAPER_CONFIGS[config]
     torch.manual_seed(0)
     model = TCN(c_in, list(channels), kernel_size=K, dilations=[2**i for i in range(len(channels))], dropout=0.0,
                 causal=True, use_norm="weight_norm", activation="relu").eval()
-    x_t = torch.randn(1, c_in, 1)
+    models = [model] + [copy.deepcopy(model) for _ in range(batch - 1)]
+    x_t = torch.randn(batch, c_in, 1)
+    rows = list(x_t.split(1))
 
     def step():
         with torch.no_grad():
-            return model(x_t, inference=True)
+            return [m(row, inference=True) for m, row in zip(models, rows)]
 
     return step
-
-
-def _block_us(fn, budget_s=0.05, min_calls=3, max_calls=200):
-    """Microseconds per call over one block of back-to-back calls (about `budget_s` long)."""
-    calls, start = 0, time.perf_counter()
-    while calls < min_calls or (calls < max_calls and time.perf_counter() - start < budget_s):
-        fn()
-        calls += 1
-    return (time.perf_counter() - start) / calls * 1e6
 
 
 def measure(configs=STREAM_CONFIGS, batches=BATCHES, blocks=5, threads=None):
@@ -131,11 +136,11 @@ def measure(configs=STREAM_CONFIGS, batches=BATCHES, blocks=5, threads=None):
                     for _ in range(blocks):
                         for provider, fn in fns.items():
                             fn()  # warm: this provider's weights back in cache
-                            samples[provider].append(_block_us(fn))
-                    for provider, block_us in samples.items():
-                        us = min(block_us)
+                            samples[provider].append(block_us(fn))
+                    for provider, times in samples.items():
+                        us = min(times)
                         rows.append(dict(config=config, batch=batch, provider=provider, us_per_step=us,
-                                         steps_per_s=batch * 1e6 / us, block_us=block_us))
+                                         steps_per_s=batch * 1e6 / us, block_us=times))
     finally:
         torch.set_num_threads(previous)
     return rows

@@ -23,3 +23,12 @@ def call_seconds(fn, rounds, warmup=0, device=None):
         sync(device)
         times.append(time.perf_counter() - start)
     return times
+
+
+def block_us(fn, budget_s=0.05, min_calls=3, max_calls=200):
+    """Microseconds per call over one block of back-to-back calls (about `budget_s` long)."""
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or (calls < max_calls and time.perf_counter() - start < budget_s):
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls * 1e6

@@ -15,7 +15,7 @@ from .report import environment
 from .timer import call_seconds
 
 # The long tables: in `--full`, or one flag each (`tcnkernels bench --host --structure --streaming`).
-SECTIONS = ("host_overhead", "structure", "streaming")
+SECTIONS = ("host_overhead", "structure", "streaming", "onnx")
 
 
 def best_seconds(fn, device, warmup, rounds):
@@ -118,6 +118,9 @@ def _section(name, batch_size, max_length):
     """One long table's rows."""
     if name == "streaming":
         return streaming.measure()
+    if name == "onnx":
+        from . import deployment  # imported when asked for: it exports the models first
+        return deployment.measure()
     # Imported when asked for: these two stub or record Triton launches, so they need triton (a
     # machine without it still times the torch path).
     if name == "host_overhead":
