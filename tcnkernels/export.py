@@ -59,21 +59,52 @@ def _causal_conv1d(x, weight, bias, seq_idx, initial_states, dilation, silu):
 
 
 DECOMPOSITIONS = {torch.ops.tcnkernels.conv1d.default: _conv1d,
-                  torch.ops.tcnkernels.causal_conv1d.default: _causal_conv1d}
+                  torch.ops.tcnkernels.causal_conv1d.default: _causal_conv1d,
+                  torch.ops.tcnkernels.causal_conv1d_update_functional.default: short_conv_ops.torch_update_functional}
+
+
+def _functional_updates(program):
+    """`program` with each in-place decode update (export functionalises it into
+    `auto_functionalized_v2(tcnkernels.causal_conv1d_update, ..., _all_bases=[state])`, returning
+    the output and the new state) replaced by the pure `causal_conv1d_update_functional`, which
+    returns the same pair and decomposes like the other ops. The state write stays the program's
+    (a buffer mutation or a mutated input), as export recorded it."""
+    update = torch.ops.tcnkernels.causal_conv1d_update.default
+    graph = program.graph_module.graph
+    nodes = [n for n in graph.nodes if n.op == "call_function" and n.args[:1] == (update,)
+             and n.target is torch.ops.higher_order.auto_functionalized_v2]
+    for node in nodes:
+        kwargs = node.kwargs
+        if any(key in kwargs for key in ("_conv_state_size", "_conv_state_stride", "_conv_state_storage_offset")):
+            raise ValueError("decompose cannot rewrite causal_conv1d_update on a view of a state tensor: pass the "
+                             "whole conv_state (a buffer or an input)")
+        state = kwargs["_all_bases"][kwargs["_conv_state_base_index"]]
+        with graph.inserting_before(node):
+            pure = graph.call_function(torch.ops.tcnkernels.causal_conv1d_update_functional.default,
+                                       (kwargs["x"], state, kwargs["weight"], kwargs["bias"], kwargs["cache_seqlens"],
+                                        kwargs["conv_state_indices"], kwargs["dilation"], kwargs["silu"]))
+        pure.meta = dict(node.meta)  # the same (output, new state) pair
+        node.replace_all_uses_with(pure)
+        graph.erase_node(node)
+    if nodes:
+        program.graph_module.recompile()
+    return program
 
 
 def decompose(exported):
     """`exported` (a torch.export.ExportedProgram) with tcnkernels' registered ops rewritten as ATen
-    ops and weight norm folded into plain weights. Raises ValueError for a program that still holds
-    a tcnkernels op (a training graph's backward ops, the decode update's in-place state write)."""
+    ops and weight norm folded into plain weights. The decode update `causal_conv1d_update` becomes
+    ATen ops computing the new state, which the program writes back as export recorded it (a
+    buffer mutation, or a mutated input). Raises ValueError for a program that still holds a
+    tcnkernels op (a training graph's backward ops)."""
     if not isinstance(exported, ExportedProgram):
         raise TypeError(f"decompose takes a torch.export.ExportedProgram, got {type(exported).__name__}")
-    program = fold_weight_norm(exported.run_decompositions(DECOMPOSITIONS))
-    left = sorted({str(n.target) for n in program.graph.nodes
-                   if n.op == "call_function" and str(n.target).startswith("tcnkernels.")})
+    program = _functional_updates(exported.run_decompositions({}))
+    program = fold_weight_norm(program.run_decompositions(DECOMPOSITIONS))
+    left = sorted({str(target) for n in program.graph.nodes if n.op == "call_function"
+                   for target in (n.target, *n.args[:1]) if str(target).startswith("tcnkernels.")})
     if left:
-        raise ValueError(f"decompose cannot rewrite {', '.join(left)}: export an inference model (eval mode), "
-                         "without the decode update")
+        raise ValueError(f"decompose cannot rewrite {', '.join(left)}: export an inference model (eval mode)")
     return program
 
 

@@ -261,6 +261,42 @@ def test_an_example_of_one_row_and_one_step_still_gives_dynamic_shapes(tmp_path)
                 tmp_path / "tcn.onnx")
 
 
+class _Decoder(nn.Module):
+    """A Mamba-style decode layer: its conv state a buffer that causal_conv1d_update advances."""
+
+    def __init__(self, pool, circular):
+        super().__init__()
+        torch.manual_seed(3)
+        self.weight, self.bias = nn.Parameter(torch.randn(8, 4)), nn.Parameter(torch.randn(8))
+        self.register_buffer("conv_state", torch.randn(4 if pool else 3, 8, 7 if circular else 6))
+        self.pool, self.circular = pool, circular
+
+    def forward(self, x, lengths):
+        rows = torch.tensor([2, -1, 0], dtype=torch.int32) if self.pool else None  # -1: a padded row
+        return tcnkernels.causal_conv1d_update(x, self.conv_state, self.weight, self.bias, "silu",
+                                               lengths if self.circular else None, rows, dilation=2)
+
+
+@pytest.mark.parametrize("pool, circular", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["shift", "pool", "circular", "pool-circular"])
+def test_the_decode_update_exports_and_decomposes_with_its_state_write(pool, circular):
+    """The in-place update exports (a buffer mutation); decompose turns it into ATen ops computing
+    the new state, and the program's steps give the kernel's outputs and states."""
+    eager, exported = _Decoder(pool, circular).eval(), _Decoder(pool, circular).eval()
+    lengths = torch.tensor([5, 0, 9], dtype=torch.int32)
+    with torch.no_grad():
+        program = torch.export.export(exported, (torch.randn(3, 8, 1), lengths))
+        assert "tcnkernels.causal_conv1d_update.default" in _ops(program)
+        plain = tx.decompose(program)
+        assert not any(op.startswith("tcnkernels.") or "auto_functionalized" in op for op in _ops(plain)), _ops(plain)
+        assert list(plain.graph_signature.buffers_to_mutate.values()) == ["conv_state"]
+        step = plain.module()
+        for t in range(5):
+            x = torch.randn(3, 8, 1)
+            torch.testing.assert_close(step(x, lengths + t), eager(x, lengths + t), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(step.conv_state, eager.conv_state)
+
+
 def _dims(value):
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 

@@ -198,8 +198,15 @@ def test_update_op_passes_opcheck(mode):
     cache = torch.tensor([3, 9], dtype=torch.int32) if mode == "circular" else None
     idx = torch.tensor([2, -1], dtype=torch.int32) if mode == "pool" else None
     state = torch.randn(3 if mode == "pool" else 2, 6, 5)
-    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_update,
-                          (torch.randn(2, 6, 2), state, torch.randn(6, 3), torch.randn(6), cache, idx, 2, True))
+    args = (torch.randn(2, 6, 2), state, torch.randn(6, 3), torch.randn(6), cache, idx, 2, True)
+    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_update_functional, args)
+    torch.library.opcheck(torch.ops.tcnkernels.causal_conv1d_update, args)
+    # the pure variant gives the update's output and the state it leaves
+    before = state.clone()
+    out, new_state = torch.ops.tcnkernels.causal_conv1d_update_functional(*args)
+    torch.testing.assert_close(state, before)
+    torch.testing.assert_close(out, torch.ops.tcnkernels.causal_conv1d_update(*args))
+    torch.testing.assert_close(new_state, state)
 
 
 @pytest.mark.slow

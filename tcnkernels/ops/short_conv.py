@@ -21,6 +21,8 @@ the registered ops instead, opaque nodes without graph breaks:
                                        silu) -> (dx, dweight, dbias, dinitial_states)
     tcnkernels::causal_conv1d_update(x, conv_state!, weight, bias?, cache_seqlens?,
                                      conv_state_indices?, dilation, silu) -> out
+    tcnkernels::causal_conv1d_update_functional(...the same...) -> (out, new conv_state)
+        (PyTorch ops: what tcnkernels.export rewrites an exported update into, on its way to ATen)
 """
 from typing import Optional, Tuple
 
@@ -217,12 +219,41 @@ def update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilat
 
 
 def torch_update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu):
-    C, width = weight.shape
-    S = (width - 1) * dilation
-    seqlen, state_len = x.shape[2], conv_state.shape[2]
     rows = None if conv_state_indices is None else conv_state_indices.long()
     state = conv_state if rows is None else conv_state[rows.clamp(min=0)]  # (batch, dim, state_len), a copy
-    acc = acc_dtype(x, weight, bias, conv_state)
+    z, new_state = _update_rows(x, state, weight, bias, cache_seqlens, dilation, silu)
+    if rows is None:
+        conv_state.copy_(new_state)
+    else:
+        valid = rows >= 0
+        z = torch.where(valid[:, None, None], z, 0)
+        conv_state[rows[valid]] = new_state[valid]
+    return _in_layout_of(x, z.to(x.dtype).contiguous())
+
+
+def torch_update_functional(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu):
+    """torch_update without writing: (out, the whole new conv_state), in functional ops only (what
+    tcnkernels.export decomposes the update into). Rows of a pool with a negative index write into
+    a scratch row past the pool's end, dropped after."""
+    rows = None if conv_state_indices is None else conv_state_indices.long()
+    state = conv_state if rows is None else conv_state[rows.clamp(min=0)]
+    z, new_state = _update_rows(x, state, weight, bias, cache_seqlens, dilation, silu)
+    if rows is None:
+        return _in_layout_of(x, z.to(x.dtype).contiguous()), new_state
+    valid = rows >= 0
+    z = torch.where(valid[:, None, None], z, 0)
+    pool = torch.cat([conv_state, conv_state[:1]])  # the scratch row
+    target = torch.where(valid, rows, conv_state.shape[0])
+    pool = pool.index_put((target,), new_state)
+    return _in_layout_of(x, z.to(x.dtype).contiguous()), pool[:conv_state.shape[0]]
+
+
+def _update_rows(x, state, weight, bias, cache_seqlens, dilation, silu):
+    """(the fp32-or-wider output, the rows' new states) of the update on the rows' states `state`."""
+    C, width = weight.shape
+    S = (width - 1) * dilation
+    seqlen, state_len = x.shape[2], state.shape[2]
+    acc = acc_dtype(x, weight, bias, state)
     if cache_seqlens is None or state_len == 0:  # (a width-1 conv may keep no state: nothing to read or write)
         history = state[..., state_len - S:]
         new_state = torch.cat([state, x.to(state.dtype)], dim=-1)[..., seqlen:]
@@ -237,13 +268,7 @@ def torch_update(x, conv_state, weight, bias, cache_seqlens, conv_state_indices,
     z = F.conv1d(xs, weight.to(acc).unsqueeze(1), None if bias is None else bias.to(acc), dilation=dilation, groups=C)
     if silu:
         z = F.silu(z)
-    if rows is None:
-        conv_state.copy_(new_state)
-    else:
-        valid = rows >= 0
-        z = torch.where(valid[:, None, None], z, 0)
-        conv_state[rows[valid]] = new_state[valid]
-    return _in_layout_of(x, z.to(x.dtype).contiguous())
+    return z, new_state
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,3 +327,19 @@ def causal_conv1d_update_op(x: Tensor, conv_state: Tensor, weight: Tensor, bias:
 @causal_conv1d_update_op.register_fake
 def _(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu):
     return new_output_as(x, x.shape)
+
+
+@torch.library.custom_op("tcnkernels::causal_conv1d_update_functional", mutates_args=())
+def causal_conv1d_update_functional_op(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor],
+                                       cache_seqlens: Optional[Tensor], conv_state_indices: Optional[Tensor],
+                                       dilation: int, silu: bool) -> Tuple[Tensor, Tensor]:
+    """The decode update as a pure function, (out, the new conv_state): what tcnkernels.export
+    rewrites an exported program's in-place update into, so that it decomposes to ATen ops."""
+    out, state = torch_update_functional(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation,
+                                         silu)
+    return out, state.clone(memory_format=torch.contiguous_format)  # a fresh tensor, as its fake one
+
+
+@causal_conv1d_update_functional_op.register_fake
+def _(x, conv_state, weight, bias, cache_seqlens, conv_state_indices, dilation, silu):
+    return new_output_as(x, x.shape), torch.empty_like(conv_state)
