@@ -249,7 +249,8 @@ def to_onnx(model, example, path, streaming=False, dynamic=True, opset_version=N
     outputs = program.module()(*inputs)
     return _write_onnx(program, inputs, path, opset_version, input_names=names,
                        output_names=["y", "skip"] if isinstance(outputs, tuple) else ["y"],
-                       axis_names=[{axis: dim.__name__ for axis, dim in s.items()} for s in shapes or ()])
+                       axis_names=[{axis: getattr(dim, "__name__", f"time_{name}") for axis, dim in axes.items()}
+                                   for axes, name in zip(shapes or (), names)])
 
 
 def _at_least_two(t, axes):
@@ -271,7 +272,10 @@ def dynamic_shapes(model, inputs):
     batch, time = Dim("batch"), Dim("time")
     if isinstance(model, DartsForecast):  # its forward views the output at input_chunk_length steps
         return tuple({0: batch} for _ in inputs)
-    return tuple({0: batch, 1 if channels_last else 2: time} for _ in inputs)
+    axis = 1 if channels_last else 2
+    # An input of another length (Parallel WaveGAN's conditioning, upsampled inside the model) gets
+    # its own, which export relates to the first's as the model requires.
+    return tuple({0: batch, axis: time if t.shape[axis] == inputs[0].shape[axis] else Dim.AUTO} for t in inputs)
 
 
 def _write_onnx(program, inputs, path, opset_version, input_names, output_names, axis_names=()):
@@ -303,8 +307,8 @@ def _name_dynamic_axes(model, axis_names):
     for value, axes in zip(model.graph.inputs, axis_names):
         for axis, name in axes.items():
             dim = value.shape[axis] if value.shape is not None else None
-            if isinstance(dim, ir.SymbolicDim) and dim.value:
-                names[dim.value] = name
+            if isinstance(dim, ir.SymbolicDim) and dim.value and re.fullmatch(r"s\d+", dim.value):
+                names.setdefault(dim.value, name)  # (an axis export derived from another's keeps its formula)
     if not names:
         return
     symbol = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")

@@ -102,6 +102,33 @@ def test_convert_fuses_parallel_wavegan_generator(causal):
         torch.testing.assert_close(a.grad, want_grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.slow
+def test_a_converted_parallel_wavegan_generator_exports_to_onnx(tmp_path):
+    """The whole generator, converted: its conditioning has its own length (upsampled 4x inside, less
+    the context window), which export relates to the noise's; onnxruntime gives the model's output
+    at another batch and length, and the file names the axes by them."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from tcnkernels import export
+    torch.manual_seed(0)
+    generator = ParallelWaveGANGenerator(kernel_size=3, layers=6, stacks=2, residual_channels=8, gate_channels=16,
+                                         skip_channels=8, aux_channels=5, aux_context_window=2,
+                                         upsample_params={"upsample_scales": [2, 2]}).eval()
+    tcnkernels.convert(generator)  # (its upsampler's unpadded conv_in stays nn.Conv1d)
+    path = tmp_path / "pwg.onnx"
+    export.to_onnx(generator, (torch.randn(2, 1, 40), torch.randn(2, 5, 14)), path)
+    z, c = torch.randn(3, 1, 64), torch.randn(3, 5, 20)
+    with torch.no_grad():
+        want = generator(z, c).numpy()
+    got = onnxruntime.InferenceSession(str(path)).run(None, {"x": z.numpy(), "c": c.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    inputs = onnx.load(str(path)).graph.input
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in inputs]
+    assert dims == [["batch", 1, "4*time_c - 16"], ["batch", 5, "time_c"]]
+
+
 @pytest.mark.parametrize("library", [False, True], ids=["ours", "parallel_wavegan"])
 def test_streamer_steps_a_wavenet_stack_exactly(library):
     torch.manual_seed(0)
