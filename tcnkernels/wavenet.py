@@ -5,12 +5,13 @@
     z = tanh(a) * sigmoid(b)
     return (x + conv1x1_out(z)) * sqrt(0.5), conv1x1_skip(z)
 
-How it runs on tcnkernels' kernels: the conditioning is a 1x1 conv, so it is one more input of the
-dilated conv, its weight on the tap that reads the current step (the last tap of a causal conv, the
-middle one of a centred conv): conv and conditioning and the gate are one fused conv of
-cat(h, c), and the skip and residual 1x1s are one 1x1 conv to skip + residual channels. The
-concatenated weights are built per call (tiny next to the activations) and differentiate into the
-block's own Parameters.
+How it runs: eagerly on the Triton backend, as one autograd Function whose forward is two conv
+launches (tcnkernels.ops.wavenet): the gated conv reads c beside x (the conditioning's 1x1 as a GEMM in
+the same program), and the skip and residual 1x1s are one conv with two outputs, the residual add
+and scale in its epilogue. Under torch.compile and torch.export, and on the torch backend, the
+same block composed of `conv1d`s: the conditioning is then one more input of the dilated conv, its
+weight on the tap that reads the current step (the last tap of a causal conv, the middle one of a
+centred conv), so conv, conditioning and gate are one conv of cat(h, c) (`gate_weights`).
 """
 import math
 
@@ -18,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import conv1d
+from ._backend import select_backend
+from .functional import _autocast_all, conv1d, padding_of
+from .ops.wavenet import WaveNetFunction, gate_spec, wavenet_inference
 
 
 def _check_inputs(x, c, residual_channels, aux_channels):
@@ -49,8 +52,38 @@ def gate_weights(conv_weight, aux_weight, causal):
 
 def wavenet_block(x, c, conv_weight, conv_bias, aux_weight, skip_weight, skip_bias, out_weight, out_bias, dilation,
                   causal=True, dropout=0.0, training=False):
-    """The block's (x_out, skip) from its weights; `c` and `aux_weight` None without conditioning."""
-    h = F.dropout(x, dropout, training) if dropout > 0 else x
+    """The block's (x_out, skip) from its weights; `c` and `aux_weight` None without conditioning.
+    Eager on the Triton backend: the fused op (tcnkernels.ops.wavenet). Under torch.compile and
+    torch.export, and on the torch backend: the same block composed of `conv1d`s (the registered
+    ops, or the PyTorch reference), which export decomposes."""
+    tensors = _autocast_all(x, c, conv_weight, conv_bias, aux_weight, skip_weight, skip_bias, out_weight, out_bias)
+    x, c, conv_weight, conv_bias, aux_weight, skip_weight, skip_bias, out_weight, out_bias = tensors
+    h = F.dropout(x, dropout, training) if dropout > 0 and training else None
+    if _fused(tensors):
+        K = conv_weight.shape[2]
+        spec = gate_spec(K, dilation, padding_of("causal" if causal else "same", K, dilation))
+        args = (spec, x, h, c, conv_weight, conv_bias, aux_weight, skip_weight, skip_bias, out_weight, out_bias)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+            return WaveNetFunction.apply(*args)
+        return wavenet_inference(*args)
+    return _composed(x, x if h is None else h, c, conv_weight, conv_bias, aux_weight, skip_weight, skip_bias,
+                     out_weight, out_bias, dilation, causal)
+
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _fused(tensors):
+    """Whether the fused op runs: eager, on the Triton backend, every tensor of x's dtype and device
+    (otherwise the composed block runs, and its convs check and report what is wrong)."""
+    x = tensors[0]
+    if torch.compiler.is_compiling() or select_backend(x.device) == "torch" or x.dtype not in _KERNEL_DTYPES:
+        return False
+    return all(t is None or (t.dtype == x.dtype and t.device == x.device) for t in tensors)
+
+
+def _composed(x, h, c, conv_weight, conv_bias, aux_weight, skip_weight, skip_bias, out_weight, out_bias, dilation,
+              causal):
     weight = conv_weight
     if c is not None:
         h = torch.cat([h, c], dim=1)

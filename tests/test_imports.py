@@ -15,7 +15,7 @@ LAYERS = [
      "ops.triton.stream_kernels", "ops.triton.update_kernels", "_native"],
     ["_backend", "ops.reference", "ops.launching", "ops.tiles"],
     ["ops.weight_launch", "ops.conv_launch", "ops.depthwise_launch", "ops.stream_launch", "ops.update_launch"],
-    ["ops.conv", "ops.block", "ops.short_conv"],
+    ["ops.conv", "ops.block", "ops.short_conv", "ops.wavenet"],
     ["functional"],
     ["nn", "short_conv", "wavenet"],
     ["zoo"],

@@ -51,13 +51,16 @@ class Residual(NamedTuple):
 
 @plan_cache
 def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_shape, in_stride, c_out, out_stride,
-               w_layout, bias_stride, res_layout, wr_layout, pre_stride, slope_stride, dtype, device, tf32):
+               w_layout, bias_stride, res_layout, wr_layout, pre_stride, slope_stride, dtype, device, tf32,
+               out2_stride=None):
     """One causal_conv1d_kernel launch: in (B, c_red, L) -> out (B, c_out, L), in groups of c_red
     and c_out channels (spec.groups: c_red and c_out are one group's). epilogue: None for the spec's
     own (its activation alone); w_layout: (K, rows, cols, strides, group offset) of the weight as the
     kernel reads it; bias_stride: None without a bias; res_layout: (channels, strides) of the
     residual input, or None; wr_layout: (cols, strides, bias stride or None) of its 1x1 weight, or
-    None; pre_stride: the pre-activation store's strides (None without); slope_stride: PReLU's."""
+    None; pre_stride: the pre-activation store's strides (None without); slope_stride: PReLU's;
+    out2_stride: the second output's (epilogue.split_rows: c_out counts both outputs' rows). With
+    epilogue.aux, res_layout and wr_layout are the conditioning input's and its 1x1 weight's."""
     if epilogue is None:
         epilogue = spec.epilogue()
     groups = spec.groups
@@ -65,7 +68,7 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
     c_red //= groups
     K, w_rows, w_cols, w_strides, w_group = w_layout
     target = launching.target_of(device)
-    residual_gemm = epilogue.residual == 2
+    residual_gemm = epilogue.residual == 2 or epilogue.aux
     dropout = epilogue.dropout
     tiles = conv_tiles(c_out, c_red, L, K, dtype, residual_gemm=residual_gemm)
     upcast, acc_fp64, precision = dtype_flags(dtype, target, tf32)
@@ -84,10 +87,10 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
     # drop at dilation 1, and claiming it frees the registers per-element addresses would take. Not
     # for bias/ReLU/dropout alone: the store then costs more instructions (seq-MNIST, copy memory).
     gate = epilogue.gate_scale is not None or epilogue.gate_rule is not None
-    heavy_epilogue = epilogue.residual or epilogue.store_branch or gate
+    heavy_epilogue = epilogue.residual or epilogue.store_branch or gate or epilogue.aux
     align_out = alignment(dtype.itemsize, L, *out_stride[:2], *(res_strides[:2] if res_layout else ())) \
         if heavy_epilogue else align
-    if epilogue.residual or epilogue.store_branch or (gate and target.capability < 90):
+    if epilogue.residual or epilogue.store_branch or epilogue.aux or (gate and target.capability < 90):
         tiles = epilogue_tiles(tiles, align_out)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
         tiles = ieee_fp32_tiles(tiles, target.capability, epilogue=dropout is not None, align=align,
@@ -98,6 +101,9 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
     rows = [(in_shape[1:], in_stride[1:]), ((c_out, L), out_stride[1:])]
     if res_layout is not None:
         rows.append(((c_res, L), res_strides[1:]))
+    out2_stride = out2_stride or (0, 0, 0)
+    if epilogue.split_rows:
+        rows.append(((c_out - epilogue.split_rows, L), out2_stride[1:]))
     wr_cols, wr_strides, res_bias_stride = wr_layout if wr_layout is not None else (0, (0, 0), None)
     on = dropout is not None
     rule = epilogue.gate_rule
@@ -115,8 +121,10 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         s_res_b=res_strides[0], s_res_c=res_strides[1], s_res_t=res_strides[2],
         s_wr_out=wr_strides[0], s_wr_in=wr_strides[1], s_res_bias=res_bias_stride or 0,
         s_pre_b=pre_stride[0], s_pre_c=pre_stride[1], s_pre_t=pre_stride[2], s_slope=slope_stride or 0,
+        SPLIT_ROWS=epilogue.split_rows, s_out2_b=out2_stride[0], s_out2_c=out2_stride[1], s_out2_t=out2_stride[2],
         # epilogue
-        ANTI_CAUSAL=anti_causal, SHIFTED=spec.pad_right != 0, GROUPED=groups > 1, HAS_BIAS=bias_stride is not None,
+        ANTI_CAUSAL=anti_causal, SHIFTED=spec.pad_right != 0, GROUPED=groups > 1, AUX=epilogue.aux,
+        HAS_BIAS=bias_stride is not None,
         ACTIVATION=epilogue.activation, ACT_P0=epilogue.act_params[0], ACT_P1=epilogue.act_params[1], GATED=gated,
         STORE_PRE=epilogue.store_pre,
         DROPOUT=on, DROP_CHANNEL=mask is not None and mask.mode == "channel",
@@ -127,7 +135,8 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
         GATE_ACTIVATION=rule.activation.code if rule is not None and rule.activation is not None else 0,
         GATE_FROM_INPUT=rule is not None and rule.from_input,
         GATE_DROPOUT=rule is not None and rule.dropout is not None,
-        STORE_BRANCH=epilogue.store_branch, RESIDUAL=epilogue.residual, FINAL_ACTIVATION=epilogue.final_activation,
+        STORE_BRANCH=epilogue.store_branch, RESIDUAL=epilogue.residual, RES_SCALE=epilogue.res_scale,
+        SPLIT=epilogue.split_rows > 0, FINAL_ACTIVATION=epilogue.final_activation,
         FINAL_PRE=epilogue.final_pre,
         # precision and alignment
         UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align, ALIGN_OUT=align_out,
@@ -143,19 +152,20 @@ def _conv_plan(spec: ConvSpec, epilogue: Optional[Epilogue], anti_causal, in_sha
 
 
 def _launch_conv(inp, w, w_layout, bias, out, spec, epilogue, anti_causal, seeds, gate, branch, res, res_weight,
-                 res_bias, wr_layout, pre=None, slope=None):
+                 res_bias, wr_layout, pre=None, slope=None, out2=None):
     """One causal_conv1d_kernel launch; `branch` and `gate` have out's strides (all three are ours).
     Positional: this is the hot path of every conv (keyword calls cost more on the host)."""
-    grid, static = _conv_plan(spec, epilogue, anti_causal, inp.shape, inp.stride(), out.shape[1] // spec.groups,
+    rows = out.shape[1] if out2 is None else out.shape[1] + out2.shape[1]
+    grid, static = _conv_plan(spec, epilogue, anti_causal, inp.shape, inp.stride(), rows // spec.groups,
                               out.stride(), w_layout, None if bias is None else bias.stride(0),
                               None if res is None else (res.shape[1], res.stride()), wr_layout,
                               None if pre is None else pre.stride(),
                               None if slope is None else (slope.stride(0) if slope.numel() > 1 else 0), inp.dtype,
-                              inp.device, torch.backends.cudnn.allow_tf32)
+                              inp.device, torch.backends.cudnn.allow_tf32, None if out2 is None else out2.stride())
     launching.launch(causal_conv1d_kernel, grid, inp, {
         "in_ptr": inp, "w_ptr": w, "bias_ptr": bias, "out_ptr": out, "branch_ptr": branch, "gate_ptr": gate,
         "seed_ptr": seeds, "res_ptr": res, "wr_ptr": res_weight, "res_bias_ptr": res_bias, "pre_ptr": pre,
-        "slope_ptr": slope}, static)
+        "slope_ptr": slope, "out2_ptr": out2}, static)
     return out
 
 
@@ -195,22 +205,47 @@ def conv_forward(x, weight: PreparedWeight, bias=None, *, spec: ConvSpec, epilog
     return (y, pre) if branch else y
 
 
+def conv_forward_split(z, weight: PreparedWeight, bias, res, *, split_rows, res_scale):
+    """(out, out2) of a 1x1 conv of z (B, C, L) with `weight`'s rows in two outputs: the first
+    `split_rows` in out as they are, the rest in out2 plus res_scale * res (res: out2's shape).
+    Both are allocated in res's layout. One launch (a WaveNet block's skip and residual 1x1s)."""
+    w, cols = weight
+    B, _, L = z.shape
+    c_out = w.shape[0]
+    out, out2 = new_output_as(res, (B, split_rows, L)), new_output_as(res, (B, c_out - split_rows, L))
+    if B * L > 0:
+        _launch_conv(z, w, (1, c_out, cols, w.stride(), c_out * w.stride(0)), bias, out, _ONE_BY_ONE,
+                     _split_epilogue(split_rows, res_scale), False, None, None, None, res, None, None, None, None,
+                     None, out2)
+    return out, out2
+
+
+_ONE_BY_ONE = ConvSpec(1)
+
+
 @functools.lru_cache(maxsize=None)
-def _input_grad_epilogue(gate_scale, residual, gate_rule=None):
+def _split_epilogue(split_rows, res_scale):
+    return Epilogue(residual=1, res_scale=res_scale, split_rows=split_rows)
+
+
+@functools.lru_cache(maxsize=None)
+def _input_grad_epilogue(gate_scale, residual, gate_rule=None, res_scale=1.0):
     if gate_rule is None:
-        return Epilogue(gate_scale=gate_scale, residual=residual)
+        return Epilogue(gate_scale=gate_scale, residual=residual, res_scale=res_scale)
     act = gate_rule.activation
     return Epilogue(act_params=act.kernel_params() if act is not None else (0.0, 0.0), gate_rule=gate_rule,
-                    residual=residual)
+                    residual=residual, res_scale=res_scale)
 
 
 def conv_input_grad(g, weight: PreparedWeight, *, spec: ConvSpec, gate=None, gate_scale=1.0,
-                    residual: Optional[Residual] = None, gate_rule: Optional[GateRule] = None, seeds=None):
+                    residual: Optional[Residual] = None, gate_rule: Optional[GateRule] = None, seeds=None,
+                    res_scale=1.0):
     """dx[b, i, t] = sum_{o,k} W[o, i, k] * g[b, o, t + (K-1-k)*d - pad_right] (per group): the
     forward kernel with W read transposed and anti-causal taps; g is already gated. Epilogue:
     * (gate > 0) * gate_scale (the previous layer's ReLU and dropout, from its saved output), or
     with `gate_rule` its activation's derivative and its dropout mask (drawn again from `seeds`);
-    + residual.res, or + the transposed 1x1 conv residual.weight^T res (a downsample's input gradient)."""
+    + res_scale * residual.res, or + the transposed 1x1 conv residual.weight^T res (a downsample's input
+    gradient)."""
     w, cols = weight
     B, _, L = g.shape
     c_out, c_in, K = w.shape
@@ -228,7 +263,8 @@ def conv_input_grad(g, weight: PreparedWeight, *, spec: ConvSpec, gate=None, gat
                 wr_layout = (res_weight.shape[0], (1, res_weight.stride(0)), None)
         per_group = c_out // groups
         _launch_conv(g, w, (K, cols, per_group, (ws[1], ws[0], ws[2]), per_group * ws[0]), None, dx, spec,
-                     _input_grad_epilogue(None if gate is None else gate_scale, code, gate_rule), True, seeds, gate,
+                     _input_grad_epilogue(None if gate is None else gate_scale, code, gate_rule, res_scale), True,
+                     seeds, gate,
                      None, res, res_weight, None, wr_layout)
     return dx
 

@@ -73,6 +73,9 @@ class Epilogue(NamedTuple):
     residual: int = 0                   # + res (1), or + a 1x1 conv of res in the same program (2)
     final_activation: int = 0           # activations.CODES code, after the residual (act_params its parameters)
     final_pre: bool = False             # store the value before the final activation (for the backward)
+    aux: bool = False                   # + a 1x1 conv of a conditioning input, before the bias (WaveNet's c)
+    res_scale: float = 1.0              # the residual (1) added times this
+    split_rows: int = 0                 # > 0: rows from here on go to a second output, with the residual
 
 
 PLAIN = Epilogue()

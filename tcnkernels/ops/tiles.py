@@ -140,8 +140,8 @@ def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=Fal
     loop, sm_90). `gated` (two accumulators): at most 64 steps, 32 at ALIGN 1 or 2 (WaveNet's 144 -> 128 gated
     layer, sm_90, 8 warps: 64 x 128 spilled 1.7 KB, 263 accesses in the loop; 64 x 64 at ALIGN 1
     and 2 200 to 260 bytes)."""
-    if gated:
-        tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 32 if align <= 2 else 64))
+    if gated:  # (and with the conditioning's GEMM 32 at any ALIGN: 64 x 64 spilled 92 bytes at ALIGN 4)
+        tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 32 if align <= 2 or residual_gemm else 64))
     if align == 1:
         tiles = dataclasses.replace(tiles, BLOCK_CI=min(tiles.BLOCK_CI, 32))
     if capability < 90:
@@ -151,12 +151,15 @@ def ieee_fp32_tiles(tiles, capability, epilogue=False, align=16, weight_grad=Fal
     # a tile of at most 8 outputs per thread at 8 warps keeps 4 where loads are aligned (at 8, ptxas
     # held 48 registers and spilled 4 bytes for a block's 32 x 64 conv2; at ALIGN 1, 4 warps spill)
     # (not the weight gradient: its accumulator is BLOCK_CO x BLOCK_CI, and 4 warps spill kilobytes)
-    warps = 4 if tiles.BLOCK_CO * tiles.BLOCK_T <= 32 * 64 and align > 1 and not weight_grad and not shifted else 8
+    # (nor two accumulators with the conditioning's GEMM: WaveNet's gated conv, 64 x 32 at ALIGN 2 spilled
+    # 972 bytes at 4 warps, sm_90)
+    small = tiles.BLOCK_CO * tiles.BLOCK_T <= 32 * 64 and not (gated and residual_gemm)
+    warps = 4 if small and align > 1 and not weight_grad and not shifted else 8
     if shifted and not weight_grad:
         tiles = dataclasses.replace(tiles, BLOCK_T=min(tiles.BLOCK_T, 64), BLOCK_CI=16)
     # With the downsample's GEMM after the epilogue, sm_90's ptxas caps 8 warps at 80 registers and
     # parks 8 to 16 bytes (measured at 128 x 32 and 64 x 64, any ALIGN); 4 warps take 110 to 128, none.
-    if residual_gemm and capability >= 90 and tiles.BLOCK_CO * tiles.BLOCK_T <= 64 * 64:
+    if residual_gemm and not gated and capability >= 90 and tiles.BLOCK_CO * tiles.BLOCK_T <= 64 * 64:
         warps = 4
     return dataclasses.replace(tiles, num_warps=warps, num_stages=1)
 

@@ -155,13 +155,20 @@ def op_launches(c_in, c_out, L, K, dilation, precision, arch, groups=1, padding=
     return launches
 
 
-def wavenet_launches(residual, gate, skip, aux, K, dilation, L, precision, arch, batch=2):
-    """(forward launches, backward launches) of one causal tcnkernels.WaveNetBlock with conditioning
-    (needing a gradient, as an upsampling net's does) on meta tensors."""
+# The WaveNet block's other epilogues (aux channels, causal, dropout, bias): no conditioning; centred
+# taps; dropout, whose input gradient adds no residual; no biases.
+WAVENET_OPTIONS = ((0, True, 0.0, True), (80, False, 0.0, True), (80, True, 0.1, False))
+
+
+def wavenet_launches(residual, gate, skip, aux, K, dilation, L, precision, arch, batch=2, causal=True, dropout=0.0,
+                     bias=True):
+    """(forward launches, backward launches) of one tcnkernels.WaveNetBlock in training mode, with
+    conditioning (needing a gradient, as an upsampling net's does; none with aux 0) on meta tensors."""
     dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
-    block = WaveNetBlock(residual, gate, skip, K, dilation, aux).to(device="meta", dtype=dtype)
+    block = WaveNetBlock(residual, gate, skip, K, dilation, aux, dropout=dropout, causal=causal, bias=bias)
+    block = block.to(device="meta", dtype=dtype)
     x = torch.empty(batch, residual, L, device="meta", dtype=dtype, requires_grad=True)
-    c = torch.empty(batch, aux, L, device="meta", dtype=dtype, requires_grad=True)
+    c = torch.empty(batch, aux, L, device="meta", dtype=dtype, requires_grad=True) if aux else None
     with use_backend("triton"):
         with recorded_launches(arch, tf32) as forward:
             out, skip_out = block(x, c)
@@ -328,8 +335,12 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
                                                recompute))
         add(op_variant_launches(arch, precision))
         for L in SWEEP_LENGTHS[1:]:  # Parallel WaveGAN's layer: a narrow gated conv and its 1x1 heads
-            for dilation in SWEEP_DILATIONS:
+            for dilation in (*SWEEP_DILATIONS, 2):  # and ALIGN 2, where the gated tiles change
                 add(sum(wavenet_launches(64, 128, 64, 80, 3, dilation, L, precision, arch), []))
+        for aux, causal, dropout, bias in WAVENET_OPTIONS:
+            for dilation in SWEEP_DILATIONS[:2]:
+                add(sum(wavenet_launches(64, 128, 64, aux, 3, dilation, SWEEP_LENGTHS[1], precision, arch,
+                                         causal=causal, dropout=dropout, bias=bias), []))
         add(block_variant_launches(arch, precision))
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for c_in, widths, K in STREAM_SWEEP:

@@ -4,11 +4,13 @@ Parallel WaveGAN's generator layer (64 residual, 128 gate, 64 skip and 80 aux ch
 dilations 1 to 512, batch 6 of 25,600 samples, the upsampling net's conditioning needing a gradient):
 one `tcnkernels.WaveNetBlock` forward + backward recorded on meta tensors, its kernels compiled for
 sm_90 (the binaries the launchers pick on an H100) and counted as variants.py counts the general
-op's. The gated conv (x beside c, 144 -> 128 channels, tanh * sigmoid) is compared with the plain
-conv of the same layer (bias, no activation), its forward per conv output (both halves), with the
-gated units' budget: the forward and the input gradient within 4 warp-instructions per output of the plain conv,
-no spills. The skip + residual 1x1 (64 -> 128) is a plain conv; its counts are reported, and it must
-not spill. Counted, not timed.
+op's. The gated conv (x's 64 channels through its 3 taps, c's 80 through a 1x1 GEMM in the same
+program, 128 outputs, tanh * sigmoid) is compared with the plain conv of the layer the composed
+block would run (cat(x, c): 144 -> 128 channels, bias, no activation), its forward per conv output
+(both halves), with the gated units' budget: the forward and the input gradient within 4
+warp-instructions per output of the plain conv, no spills. The skip + residual 1x1 (64 -> 128, the
+residual add in its epilogue) and the conditioning's own gradients (1x1, 80 channels) are reported,
+and must not spill. Counted, not timed.
 """
 from .launches import op_launches, wavenet_launches
 from .profile import work_model
@@ -45,10 +47,10 @@ def rows(precisions=("tf32", "bf16", "ieee"), arch=90):
                 if launch.kernel.fn.__name__ not in CONVS:
                     continue
                 work = work_model(launch)
-                kind = "gate" if work["layer"][0] == RESIDUAL + AUX else "skip+residual"
+                kind = _kind(work["layer"])
                 # the gated forward writes one output per two conv channels: counted per conv output.
                 # Its input gradient is the plain conv's (the weight-gradient kernel writes the gate's
-                # derivative into g), the same reduction over 128 channels into 144.
+                # derivative into g), a reduction over 128 channels, into x's 64 here.
                 gated = kind == "gate" and work["role"] == "forward"
                 role, binary, per_output = _per_output(launch, arch, gated)
                 key, row = (kind, role), _row(kind, precision, dilation, role, binary, per_output)
@@ -69,6 +71,13 @@ def rows(precisions=("tf32", "bf16", "ieee"), arch=90):
     return out, launch_counts
 
 
+def _kind(layer):
+    """Which of the block's convs a launch belongs to, from its (C_in, C_out, K, dilation)."""
+    if layer[2] > 1:
+        return "gate"
+    return "conditioning" if AUX in layer[:2] else "skip+residual"
+
+
 def violations(rows):
     broken = []
     for r in rows:
@@ -87,10 +96,12 @@ def render_markdown(rows, launch_counts, env):
              f"aux_channels={AUX})` (Parallel WaveGAN's generator layer), batch {BATCH} x {L} samples, forward + "
              "backward with the conditioning needing a gradient, recorded on meta tensors "
              "(`python benchmarks/sass_profile.py --wavenet`). Worst over dilations "
-             f"{', '.join(map(str, DILATIONS))}. The gated conv reads x and c as one input (144 channels) and "
-             "writes tanh(a) * sigmoid(b); its forward counted per conv output (both halves), and compared "
-             "with the plain conv of the same layer (bias, no activation). The skip + residual 1x1s are one plain "
-             "conv. "
+             f"{', '.join(map(str, DILATIONS))}. The gated conv reads x through its taps and c beside it (a 1x1 "
+             "GEMM in the same program) and writes tanh(a) * sigmoid(b); its forward counted per conv output "
+             "(both halves), and compared with the plain conv of the layer the composed block runs (cat(x, c), "
+             f"{RESIDUAL + AUX} -> {GATE} channels, bias, no activation). The skip + residual 1x1s are one conv "
+             "with two outputs, the residual add and scale in its epilogue; `conditioning` is c's own weight and "
+             "input gradients. "
              f"Budget (the general op's gated units): forward and input gradient within +{GATED_ALLOWANCE} "
              "warp-instructions per output of the plain conv, no spills.", "",
              "| conv | precision | kernel | worst dilation | instr/out | plain | +plain | regs | spills (any dilation) "

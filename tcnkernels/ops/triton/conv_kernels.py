@@ -190,6 +190,7 @@ def causal_conv1d_kernel(
     branch_ptr, gate_ptr, seed_ptr,  # a block's pre-residual store, a backward's gate, dropout seeds
     res_ptr, wr_ptr, res_bias_ptr,   # the residual input, its 1x1 weight and bias
     pre_ptr, slope_ptr,              # the pre-activation store, PReLU's slopes
+    out2_ptr,                        # SPLIT: where the rows from SPLIT_ROWS on go
     # Sizes (C_IN, C_OUT, W_ROWS, W_COLS: of one group)
     C_IN, C_OUT, L, K, DILATION,
     PAD_RIGHT,                       # the taps' offset: in[t - (K-1-k)*D + PAD_RIGHT] (forward)
@@ -197,6 +198,7 @@ def causal_conv1d_kernel(
     GATE_ROWS,                       # a gated unit: its second half's first output channel
     W_ROWS, W_COLS,                  # bounds of the weight loads (the host zero-pads the weight)
     C_RES, WR_COLS,                  # channels of the residual input, bound of its weight's loads
+    SPLIT_ROWS,                      # SPLIT: out's rows; the rest are out2's
     # Strides, in elements
     s_in_b, s_in_c, s_in_t,
     s_w_out, s_w_in, s_w_k,
@@ -205,12 +207,14 @@ def causal_conv1d_kernel(
     s_res_b, s_res_c, s_res_t,
     s_wr_out, s_wr_in, s_res_bias,
     s_pre_b, s_pre_c, s_pre_t, s_slope,
+    s_out2_b, s_out2_c, s_out2_t,
     # The grid: programs per batch row are N_CO_BLOCKS x N_T_BLOCKS
     N_CO_BLOCKS, N_T_BLOCKS,
     # Direction and epilogue, in the order applied (tcnkernels.ops.specs.Epilogue)
     ANTI_CAUSAL: tl.constexpr,
     SHIFTED: tl.constexpr,           # PAD_RIGHT != 0
     GROUPED: tl.constexpr,           # N_GROUPS > 1
+    AUX: tl.constexpr,               # + the 1x1 conv wr of res (a conditioning input), before the bias
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr, ACT_P0: tl.constexpr, ACT_P1: tl.constexpr,
     GATED: tl.constexpr,             # ACTIVATION is a gated unit: two accumulators, rows o and o + GATE_ROWS
@@ -220,7 +224,8 @@ def causal_conv1d_kernel(
     GATE: tl.constexpr, GATE_SCALE: tl.constexpr,  # 1: ReLU-and-dropout gate; 2: GATE_ACTIVATION's derivative
     GATE_ACTIVATION: tl.constexpr, GATE_FROM_INPUT: tl.constexpr, GATE_DROPOUT: tl.constexpr,
     STORE_BRANCH: tl.constexpr,
-    RESIDUAL: tl.constexpr,
+    RESIDUAL: tl.constexpr, RES_SCALE: tl.constexpr,
+    SPLIT: tl.constexpr,             # rows [0, SPLIT_ROWS) to out, the rest (with the residual) to out2
     FINAL_ACTIVATION: tl.constexpr,
     FINAL_PRE: tl.constexpr,         # pre_ptr <- the value before the final activation (not before the first)
     # Precision and alignment
@@ -242,13 +247,18 @@ def causal_conv1d_kernel(
     Forward: in = x, causal taps (t - shift). Input gradient: in = g (dy, gated already), w read
     transposed through its strides, anti-causal taps (t + shift). The epilogue, in order, each step
     compiled in only when asked for:
+      + sum_i wr[o, i] res[b, i, t] (AUX: a 1x1 conditioning input read beside `in`, unshifted, in
+        both halves of a gated unit: WaveNet's c);
       + bias; activation (ACTIVATION: 0 none, 1 ReLU);
       dropout (Philox mask of seed_ptr[SEED_INDEX], kept values * DROP_SCALE);
       * (gate > 0) * GATE_SCALE (a backward's ReLU-and-dropout gate, from a saved output);
       branch_ptr <- acc (a block's conv2 keeps its pre-residual output for the backward);
-      + residual: RESIDUAL 1 adds res[b, o, t]; 2 adds res_bias[o] + sum_i wr[o, i] res[b, i, t]
+      + residual: RESIDUAL 1 adds RES_SCALE * res[b, o, t]; 2 adds res_bias[o] + sum_i wr[o, i] res[b, i, t]
         (the block's 1x1 downsample, or its transpose in the backward, in the same program);
       final activation (FINAL_ACTIVATION, the same codes); out_ptr <- acc.
+    SPLIT (a WaveNet block's skip + residual 1x1s): rows o < SPLIT_ROWS go to out as they are, rows
+    from SPLIT_ROWS on to out2[b, o - SPLIT_ROWS, t], RES_SCALE * res[b, o - SPLIT_ROWS, t] added
+    (RESIDUAL 1); no final activation.
     branch, gate and out share out's strides. W_ROWS x W_COLS (WR_COLS for wr) bound the weight
     loads: C_OUT x C_IN, or wider where the host zero-padded the weight (K-major, 16-element rows),
     so that those loads need no per-element mask.
@@ -341,6 +351,14 @@ def causal_conv1d_kernel(
         k = tl.where(wrap, k_first, k)
         ci0 = tl.where(wrap, ci0 + BLOCK_CI, ci0)
 
+    if AUX:  # the conditioning: res is c, wr its 1x1 weight (both halves' rows)
+        c_row = res_ptr + pid_b.to(tl.int64) * s_res_b
+        acc = _residual_gemm(acc, c_row, wr_ptr, None, offs_co, offs_t, mask_co, C_RES, WR_COLS, L_out, s_res_c,
+                             s_res_t, s_wr_out, s_wr_in, 0, UPCAST, INPUT_PRECISION, BLOCK_CI)
+        if GATED:
+            acc_b = _residual_gemm(acc_b, c_row, wr_ptr + GATE_ROWS * s_wr_out, None, offs_co, offs_t, mask_co, C_RES,
+                                   WR_COLS, L_out, s_res_c, s_res_t, s_wr_out, s_wr_in, 0, UPCAST, INPUT_PRECISION,
+                                   BLOCK_CI)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_o * s_bias, mask=mask_co, other=0.0)
         acc += bias.to(acc.dtype)[:, None]
@@ -382,19 +400,43 @@ def causal_conv1d_kernel(
             acc = tl.where(keep, acc, tl.zeros_like(acc))
     if STORE_BRANCH:
         tl.store(branch_ptr + out_offs, acc.to(branch_ptr.dtype.element_ty), mask=mask_out)
+    if SPLIT:
+        _split_store(acc, out_ptr + out_offs, out2_ptr, res_ptr, pid_b, offs_co, offs_t, mask_out, SPLIT_ROWS,
+                     s_out2_b, s_out2_c, s_out2_t, _aligned(s_res_b, ALIGN_OUT), _aligned(s_res_c, ALIGN_OUT),
+                     s_res_t, RESIDUAL, RES_SCALE)
+    else:
+        if RESIDUAL == 1:
+            res_offs = (pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT)
+                        + offs_co[:, None] * _aligned(s_res_c, ALIGN_OUT) + offs_t[None, :] * s_res_t)
+            res = tl.load(res_ptr + res_offs, mask=mask_out, other=0.0).to(acc.dtype)
+            if RES_SCALE != 1.0:
+                res = res * RES_SCALE
+            acc += res
+        if RESIDUAL == 2:
+            acc = _residual_gemm(acc, res_ptr + pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT), wr_ptr, res_bias_ptr,
+                                 offs_co, offs_t, mask_co, C_RES, WR_COLS, L_out, _aligned(s_res_c, ALIGN_OUT), s_res_t,
+                                 s_wr_out, s_wr_in, s_res_bias, UPCAST, INPUT_PRECISION, BLOCK_CI)
+        if FINAL_PRE:
+            tl.store(pre_ptr + pid_b.to(tl.int64) * s_pre_b + offs_co[:, None] * s_pre_c + offs_t[None, :] * s_pre_t,
+                     acc.to(pre_ptr.dtype.element_ty), mask=mask_out)
+        acc = _activate(acc, FINAL_ACTIVATION, ACT_P0, ACT_P1, None)
+        tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
+
+
+@triton.jit
+def _split_store(acc, out_ptrs, out2_ptr, res_ptr, pid_b, offs_co, offs_t, mask_out, SPLIT_ROWS, s_out2_b, s_out2_c,
+                 s_out2_t, s_res_b, s_res_c, s_res_t, RESIDUAL: tl.constexpr, RES_SCALE: tl.constexpr):
+    """Rows o < SPLIT_ROWS to out as they are; the rest, + RES_SCALE * res[o - SPLIT_ROWS], to
+    out2[o - SPLIT_ROWS] (one program may hold rows of both)."""
+    tl.store(out_ptrs, acc.to(out_ptrs.dtype.element_ty), mask=mask_out & (offs_co < SPLIT_ROWS)[:, None])
+    rows = offs_co - SPLIT_ROWS
+    mask2 = mask_out & (rows >= 0)[:, None]
     if RESIDUAL == 1:
-        res_offs = (pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT) + offs_co[:, None] * _aligned(s_res_c, ALIGN_OUT)
-                    + offs_t[None, :] * s_res_t)
-        acc += tl.load(res_ptr + res_offs, mask=mask_out, other=0.0).to(acc.dtype)
-    if RESIDUAL == 2:
-        acc = _residual_gemm(acc, res_ptr + pid_b.to(tl.int64) * _aligned(s_res_b, ALIGN_OUT), wr_ptr, res_bias_ptr,
-                             offs_co, offs_t, mask_co, C_RES, WR_COLS, L_out, _aligned(s_res_c, ALIGN_OUT), s_res_t,
-                             s_wr_out, s_wr_in, s_res_bias, UPCAST, INPUT_PRECISION, BLOCK_CI)
-    if FINAL_PRE:
-        tl.store(pre_ptr + pid_b.to(tl.int64) * s_pre_b + offs_co[:, None] * s_pre_c + offs_t[None, :] * s_pre_t,
-                 acc.to(pre_ptr.dtype.element_ty), mask=mask_out)
-    acc = _activate(acc, FINAL_ACTIVATION, ACT_P0, ACT_P1, None)
-    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
+        res = tl.load(res_ptr + (pid_b.to(tl.int64) * s_res_b + rows[:, None] * s_res_c + offs_t[None, :] * s_res_t),
+                      mask=mask2, other=0.0).to(acc.dtype)
+        acc += res * RES_SCALE
+    tl.store(out2_ptr + (pid_b.to(tl.int64) * s_out2_b + rows[:, None] * s_out2_c + offs_t[None, :] * s_out2_t),
+             acc.to(out2_ptr.dtype.element_ty), mask=mask2)
 
 
 @triton.jit
