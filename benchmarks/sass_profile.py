@@ -65,11 +65,11 @@ def _wavenet(out):
 
 def _short_conv(out):
     from tools.static_profile import short_conv
-    fn_rows, upd_rows = short_conv.rows(), short_conv.update_rows()
+    fn_rows, upd_rows, opt_rows = short_conv.rows(), short_conv.update_rows(), short_conv.option_rows()
     env = sp.environment()
     # its budgets are goals still being worked towards: reported, not failed
-    return _write_report(out, "sass-sm90-short-conv", env, dict(rows=fn_rows, update=upd_rows),
-                         short_conv.render_markdown(fn_rows, upd_rows, env), short_conv.violations(fn_rows),
+    return _write_report(out, "sass-sm90-short-conv", env, dict(rows=fn_rows, update=upd_rows, options=opt_rows),
+                         short_conv.render_markdown(fn_rows, upd_rows, env, opt_rows), short_conv.violations(fn_rows),
                          broken_fails=False)
 
 

@@ -68,6 +68,44 @@ def test_state_path_on_the_kernels(width, dilation, channel_last, dtype):
         assert_close_to_reference(name, got, want.detach(), torch_same)
 
 
+
+def _segments(batch, L, lengths):
+    """(batch, L) int32 sequence ids: consecutive segments of the given lengths, -1 (padding) after."""
+    rows = []
+    for b in range(batch):
+        ids = torch.cat([torch.full((n,), i, dtype=torch.int32) for i, n in enumerate(lengths[b])])
+        rows.append(torch.cat([ids, torch.full((L - len(ids),), -1, dtype=torch.int32)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("width, dilation", [(4, 1), (4, 8), (16, 1), (3, 5), (9, 2)], ids=str)
+@pytest.mark.parametrize("channel_last", [False, True], ids=["ncl", "nlc"])
+@pytest.mark.parametrize("options", ["states", "seq_idx", "both"])
+def test_forward_reads_states_and_seq_idx_in_place(width, dilation, channel_last, options):
+    """The forward with initial states and/or seq_idx is one depthwise launch that reads them where
+    they are (states a slice of a wider tensor, seq_idx a strided view): no copy of x, against the
+    formula in fp64; outputs at padding positions (seq_idx -1) are 0."""
+    gen = torch.Generator().manual_seed(width * 10 + dilation)
+    batch, dim, L = 2, 11, 41
+    S = (width - 1) * dilation
+    x = _view(_randn((batch, dim, L), gen), channel_last)
+    w, b = _randn((dim, width), gen), _randn((dim,), gen)
+    init = seq_idx = None
+    if options != "seq_idx":
+        init = _randn((batch, dim, S + 3), gen)[..., 2:S + 2]  # a non-contiguous slice
+    if options != "states":
+        ids = _segments(batch, L, [[7, 20, 10], [41]])
+        seq_idx = torch.stack([ids, ids], -1)[..., 0]  # time stride 2
+    with LaunchRecorder() as rec:
+        out = causal_conv1d_fn(x, w, b, seq_idx=seq_idx, initial_states=init, activation="silu", dilation=dilation)
+    assert rec.launches == ["depthwise_conv1d_kernel"]
+    assert (out.stride(1) == 1) == channel_last
+    ref, _ = reference(x, w, b, dilation, init, seq_idx=seq_idx, activation="silu")
+    _close("out", out, ref, torch.float32)
+    if seq_idx is not None:
+        assert torch.all(out[0, :, 37:] == 0)
+
+
 def test_backward_is_bitwise_deterministic():
     torch.manual_seed(0)
     x = torch.randn(3, 16, 300, requires_grad=True)

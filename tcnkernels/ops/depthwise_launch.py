@@ -58,12 +58,12 @@ def _window(spec, shape, in_stride, out_stride, dtype, dilation):
     return vector
 
 
-def _geometry(spec, shape, in_stride, out_stride, dtype, reduction=False):
+def _geometry(spec, shape, in_stride, out_stride, dtype, reduction=False, no_window=False):
     """(dilation as the kernels take it, ALIGN, window vector or 0, tiles (BLOCK_C, BLOCK_T, warps),
-    (channel blocks, time blocks))."""
+    (channel blocks, time blocks)). `no_window`: the taps read a history or sequence ids beside x."""
     B, C, L = shape
     dilation = shift_unit(spec.kernel_size, spec.dilation)
-    window = _window(spec, shape, in_stride, out_stride, dtype, dilation)
+    window = 0 if no_window else _window(spec, shape, in_stride, out_stride, dtype, dilation)
     if window:  # ALIGN claims the rows' alignment only; the shifts are constexprs
         align = window
     else:
@@ -79,11 +79,15 @@ def _geometry(spec, shape, in_stride, out_stride, dtype, reduction=False):
 
 @plan_cache
 def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out_stride, w_stride, bias_stride,
-          pre_stride, slope_stride, dtype, device):
+          pre_stride, slope_stride, dtype, device, hist_layout=None, seq_stride=None):
+    """hist_layout: (columns, strides) of a history read before x's first column, or None;
+    seq_stride: the sequence ids' strides, or None."""
     B, C, L = shape
     K = spec.kernel_size
-    dilation, align, window, (block_c, block_t, warps), (n_c, n_t) = _geometry(spec, shape, in_stride, out_stride,
-                                                                                dtype)
+    dilation, align, window, (block_c, block_t, warps), (n_c, n_t) = _geometry(
+        spec, shape, in_stride, out_stride, dtype, no_window=hist_layout is not None or seq_stride is not None)
+    s_hist, h_stride = hist_layout or (0, (0, 0, 0))
+    s_seq = seq_stride or (0, 0)
     pre_stride = pre_stride or (0, 0, 0)
     if needs_int64(((C, L), in_stride[1:]), ((C, L), out_stride[1:])):
         raise ValueError("a depthwise conv row of 2^31 elements or more is not supported")
@@ -93,6 +97,8 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
         s_w_c=w_stride[0], s_w_k=w_stride[2], s_bias=bias_stride or 0, s_slope=slope_stride or 0,
         s_out_b=out_stride[0], s_out_c=out_stride[1], s_out_t=out_stride[2],
         s_pre_b=pre_stride[0], s_pre_c=pre_stride[1], s_pre_t=pre_stride[2],
+        S_HIST=s_hist, s_h_b=h_stride[0], s_h_c=h_stride[1], s_h_t=h_stride[2], s_seq_b=s_seq[0],
+        s_seq_t=s_seq[1], HISTORY=hist_layout is not None, SEQ_IDX=seq_stride is not None,
         N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, K=K, UNROLL=K <= MAX_UNROLLED_TAPS, ANTI_CAUSAL=anti_causal,
         HAS_BIAS=bias_stride is not None, ACTIVATION=epilogue.activation, ACT_P0=epilogue.act_params[0],
         ACT_P1=epilogue.act_params[1], STORE_PRE=epilogue.store_pre, ACC_FP64=dtype == torch.float64,
@@ -102,26 +108,30 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
     return (B * n_c * n_t,), static
 
 
-def _launch(inp, w, bias, out, pre, slope, spec, epilogue, anti_causal):
+def _launch(inp, w, bias, out, pre, slope, spec, epilogue, anti_causal, history=None, seq_idx=None):
     grid, static = _plan(spec, epilogue, anti_causal, inp.shape, inp.stride(), out.stride(), w.stride(),
                          None if bias is None else bias.stride(0), None if pre is None else pre.stride(),
                          None if slope is None else (slope.stride(0) if slope.numel() > 1 else 0), inp.dtype,
-                         inp.device)
+                         inp.device, None if history is None else (history.shape[2], history.stride()),
+                         None if seq_idx is None else seq_idx.stride())
     launching.launch(depthwise_conv1d_kernel, grid, inp, {
-        "in_ptr": inp, "w_ptr": w, "bias_ptr": bias, "out_ptr": out, "pre_ptr": pre, "slope_ptr": slope}, static)
+        "in_ptr": inp, "w_ptr": w, "bias_ptr": bias, "out_ptr": out, "pre_ptr": pre, "slope_ptr": slope,
+        "hist_ptr": history, "seq_ptr": seq_idx}, static)
 
 
 def depthwise_forward(x, weight, bias=None, *, spec: ConvSpec, epilogue: Optional[Epilogue] = None, slope=None,
-                      out_dtype=None):
+                      out_dtype=None, history=None, seq_idx=None):
     """y = act(depthwise conv(x, weight) + bias), in x's layout and dtype (or out_dtype: the fp32
     accumulator stored as it is); weight (C, 1, K) and bias in any float dtype. Returns y, or
-    (y, pre-activation) when the epilogue stores it."""
+    (y, pre-activation) when the epilogue stores it. A causal spec may also read `history` (B, C,
+    S), x's dtype, as the columns before x's first (causal-conv1d's initial states, read where they
+    are), and `seq_idx` (B, L) int32 (taps only within a sequence, 0 outside every sequence)."""
     if epilogue is None:
         epilogue = spec.epilogue()
     y = new_output_as(x, x.shape, out_dtype)
     pre = new_output_as(x, x.shape) if epilogue.store_pre else None
     if x.numel():
-        _launch(x, weight, bias, y, pre, slope, spec, epilogue, False)
+        _launch(x, weight, bias, y, pre, slope, spec, epilogue, False, history, seq_idx)
     return (y, pre) if pre is not None else y
 
 

@@ -4,11 +4,12 @@
   forward    out = act(bias + sum_k w[:, k] * xs[..., t + k*D]), xs = cat(initial states or zeros, x)
              (S = (K-1)*D columns of history); with seq_idx a tap counts where its source's seq_idx
              equals the output's, and outputs whose seq_idx < 0 are 0
-  kernels    the depthwise Triton kernels, without seq_idx (weight and bias in their own dtypes, loaded
-             into the fp32 accumulator; initial states in x's): on x itself, or with initial states on
-             xs (a copy in x's layout), whose S leading outputs are dropped
-  torch      the rest (seq_idx, states in another dtype, fp64 mixed with others, the torch backend),
-             accumulated in fp32 (fp64 for fp64)
+  kernels    the depthwise Triton kernels (weight and bias in their own dtypes, loaded into the fp32
+             accumulator; initial states in x's). The forward reads x, the initial states and
+             seq_idx where they are, one launch; the backward runs on xs (a copy of the history
+             and x, in x's layout), without seq_idx
+  torch      the rest (the backward with seq_idx, states in another dtype, fp64 mixed with others,
+             the torch backend), accumulated in fp32 (fp64 for fp64)
   backward   recomputes the pre-activation in fp32 (the caller may have modified the output in
              place) and takes dz in fp32, then the depthwise kernels' input and weight gradients
              (torch: per-tap products and sums): no atomics anywhere, so bitwise deterministic
@@ -45,12 +46,13 @@ def acc_dtype(*tensors):
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _uses_kernels(x, weight, bias, seq_idx, initial_states):
-    """Whether the depthwise kernels run it: no seq_idx, initial states in x's dtype (they are copied
-    beside x), weight and bias in any dtype (the kernels load them into the fp32 accumulator) unless
-    fp64 is mixed with another dtype (the kernels accumulate in fp64 only for fp64 x)."""
+def _uses_kernels(x, weight, bias, seq_idx, initial_states, forward=False):
+    """Whether the depthwise kernels run it: initial states in x's dtype (read or copied beside x),
+    weight and bias in any dtype (the kernels load them into the fp32 accumulator) unless fp64 is
+    mixed with another dtype (the kernels accumulate in fp64 only for fp64 x); seq_idx in the
+    `forward` only."""
     fp64 = [t.dtype == torch.float64 for t in (x, weight, bias) if t is not None]
-    return (seq_idx is None and select_backend(x.device) == "triton" and (all(fp64) or not any(fp64))
+    return ((seq_idx is None or forward) and select_backend(x.device) == "triton" and (all(fp64) or not any(fp64))
             and (initial_states is None or initial_states.dtype == x.dtype))
 
 
@@ -153,16 +155,11 @@ def torch_backward(dout, x, weight, bias, seq_idx, initial_states, dilation, sil
 # Both paths
 
 def forward(x, weight, bias, seq_idx, initial_states, dilation, silu):
-    if not _uses_kernels(x, weight, bias, seq_idx, initial_states):
+    if not _uses_kernels(x, weight, bias, seq_idx, initial_states, forward=True):
         return torch_forward(x, weight, bias, seq_idx, initial_states, dilation, silu)
-    S = (weight.shape[1] - 1) * dilation
     spec = _spec(weight.shape[1], dilation, silu)
-    epilogue = inference_epilogue(spec)
-    if initial_states is None:
-        return depthwise_forward(x, weight.unsqueeze(1), bias, spec=spec, epilogue=epilogue)
-    y = depthwise_forward(_with_history(x, initial_states, S), weight.unsqueeze(1), bias, spec=spec,
-                          epilogue=epilogue)
-    return _copy_as(x, y[..., S:])
+    return depthwise_forward(x, weight.unsqueeze(1), bias, spec=spec, epilogue=inference_epilogue(spec),
+                             history=initial_states if weight.shape[1] > 1 else None, seq_idx=seq_idx)
 
 
 def backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):

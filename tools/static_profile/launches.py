@@ -282,9 +282,10 @@ def update_launches(dim, width, dilation, state_len, seqlen, dtype, state_dtype,
 
 
 def fn_launches(width, dilation, precision, channel_last, arch, dim=1536, L=2048, batch=4, weight_dtype=None,
-                states=False):
+                states=False, seq_idx=False):
     """The launches of causal_conv1d_fn(x, w, b, activation="silu") forward + backward (with initial
-    states: their gradient too), on meta tensors; weight and bias in weight_dtype (default x's)."""
+    states: their gradient too; with seq_idx, packed sequences: a kernel forward, a PyTorch
+    backward), on meta tensors; weight and bias in weight_dtype (default x's)."""
     from tcnkernels.short_conv import causal_conv1d_fn
     dtype, tf32 = PRECISIONS[precision]
     weight_dtype = weight_dtype or dtype
@@ -294,14 +295,19 @@ def fn_launches(width, dilation, precision, channel_last, arch, dim=1536, L=2048
         w = torch.empty(dim, width, dtype=weight_dtype, requires_grad=True)
         b = torch.empty(dim, dtype=weight_dtype, requires_grad=True)
         init = torch.empty(batch, dim, (width - 1) * dilation, dtype=dtype, requires_grad=True) if states else None
-        y = causal_conv1d_fn(x, w, b, initial_states=init, activation="silu", dilation=dilation)
+        seq = torch.zeros(batch, L, dtype=torch.int32) if seq_idx else None
+        y = causal_conv1d_fn(x, w, b, seq_idx=seq, initial_states=init, activation="silu", dilation=dilation)
         y.backward(torch.empty_like(y))
     return launches
 
 
-# causal_conv1d_fn beyond what the general op's sweep reaches: weights in fp32 beside bf16 x, states
-FN_SWEEP = ((4, 1, "bf16", False, torch.float32, True), (4, 1, "bf16", True, torch.float32, False),
-            (16, 8, "bf16", True, None, True), (16, 1, "ieee", False, None, False), (4, 8, "ieee", True, None, False))
+# causal_conv1d_fn beyond what the general op's sweep reaches: weights in fp32 beside bf16 x, states,
+# packed sequences (width, dilation, precision, channel-last, weight dtype, states, seq_idx)
+FN_SWEEP = ((4, 1, "bf16", False, torch.float32, True, False), (4, 1, "bf16", True, torch.float32, False, False),
+            (16, 8, "bf16", True, None, True, False), (16, 1, "ieee", False, None, False, False),
+            (4, 8, "ieee", True, None, False, False), (4, 1, "bf16", False, None, True, True),
+            (4, 2, "ieee", True, torch.float32, False, True), (16, 1, "bf16", False, None, False, True),
+            (12, 3, "ieee", False, None, True, True))
 
 
 def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, torch.float64)):
@@ -347,6 +353,7 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
             add(stream_launches(c_in, widths, K, dtype, arch))
     for case in UPDATE_SWEEP:
         add(update_launches(*case, arch))
-    for width, dilation, precision, channel_last, weight_dtype, states in FN_SWEEP:
-        add(fn_launches(width, dilation, precision, channel_last, arch, weight_dtype=weight_dtype, states=states))
+    for width, dilation, precision, channel_last, weight_dtype, states, seq_idx in FN_SWEEP:
+        add(fn_launches(width, dilation, precision, channel_last, arch, weight_dtype=weight_dtype, states=states,
+                        seq_idx=seq_idx))
     return list(distinct.values())

@@ -59,6 +59,31 @@ def rows(precisions=("ieee", "bf16"), arch=90, widths=WIDTHS):
     return out
 
 
+OPTIONS = (("states", True, False), ("seq_idx", False, True), ("both", True, True))
+
+
+def option_rows(precisions=("ieee", "bf16"), arch=90, width=4):
+    """The forward with initial states and/or seq_idx, read in place beside x (no budget: reported
+    against the plain forward of the same shape)."""
+    out = []
+    for precision in precisions:
+        for dilation in DILATIONS:
+            for channel_last in (False, True):
+                per_option = {}
+                for name, states, seq_idx in (("plain", False, False), *OPTIONS):
+                    [launch] = [launch for launch in fn_launches(width, dilation, precision, channel_last, arch, DIM, L,
+                                                                 BATCH, states=states, seq_idx=seq_idx)
+                                if launch.kernel.fn.__name__ == "depthwise_conv1d_kernel"
+                                and launch.named["ACTIVATION"]]
+                    _, binary, per_output = _per_output(launch, arch)
+                    per_option[name] = (round(per_output, 2), binary.spill_store_bytes + binary.spill_load_bytes)
+                out.append(dict(precision=precision, width=width, dilation=dilation,
+                                layout="channel-last" if channel_last else "channel-first",
+                                **{name: v[0] for name, v in per_option.items()},
+                                spills=sum(v[1] for v in per_option.values())))
+    return out
+
+
 def update_rows(precisions=("ieee", "bf16"), arch=90):
     out = []
     for precision in precisions:
@@ -109,7 +134,7 @@ def _name(row):
     return "fp32" if row["precision"] == "ieee" else row["precision"]
 
 
-def render_markdown(fn_rows, upd_rows, env):
+def render_markdown(fn_rows, upd_rows, env, opt_rows=()):
     lines = ["# Static profile of causal-conv1d's API, sm_90", "",
              f"Compiled on a CPU with Triton {env.get('triton')} (no GPU, nothing timed): warp-instructions per "
              "output from the SASS (tools/static_profile/short_conv.py). causal_conv1d_fn with bias and SiLU, "
@@ -132,6 +157,16 @@ def render_markdown(fn_rows, upd_rows, env):
     for r in upd_rows:
         lines.append(f"| {_name(r)} | {r['width']} | {r['dilation']} | {r['launches']} | {r['grid']} | "
                      f"{r['per_output']} | {r['registers']} | {r['spills']} |")
+    if opt_rows:
+        lines += ["", "## Forward with initial states and seq_idx (read in place, no budget)", "",
+                  "Warp-instructions per output of the forward kernel, width 4; `plain` is the same forward "
+                  "without them. The states and the sequence ids are loaded beside x (no copy); the taps then "
+                  "take the general path, not the aligned-window one.", "",
+                  "| precision | dilation | layout | plain | states | seq_idx | both | spills (B) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in opt_rows:
+            lines.append(f"| {_name(r)} | {r['dilation']} | {r['layout']} | {r['plain']} | {r['states']} | "
+                         f"{r['seq_idx']} | {r['both']} | {r['spills']} |")
     broken = violations(fn_rows)
     lines += ["", "## Budgets not met", ""] + ([f"- {v}" for v in broken] or ["none"])
     return "\n".join(lines) + "\n"

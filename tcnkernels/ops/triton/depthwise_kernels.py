@@ -23,11 +23,14 @@ from .conv_kernels import _activate, _aligned
 @triton.jit
 def depthwise_conv1d_kernel(
     in_ptr, w_ptr, bias_ptr, out_ptr, pre_ptr, slope_ptr,
+    hist_ptr, seq_ptr,             # HISTORY: the columns before in's first; SEQ_IDX: (B, L) int32 sequence ids
     C, L, DILATION, PAD_RIGHT,
+    S_HIST,                        # HISTORY: its columns
     s_in_b, s_in_c, s_in_t,
     s_w_c, s_w_k, s_bias, s_slope,
     s_out_b, s_out_c, s_out_t,
     s_pre_b, s_pre_c, s_pre_t,
+    s_h_b, s_h_c, s_h_t, s_seq_b, s_seq_t,
     N_C_BLOCKS, N_T_BLOCKS,
     K: tl.constexpr,
     UNROLL: tl.constexpr,          # taps unrolled (K <= 8)
@@ -42,8 +45,15 @@ def depthwise_conv1d_kernel(
     WINDOW: tl.constexpr = 0,      # the window path's vector (elements): ALIGN then covers L and the strides only
     W_DILATION: tl.constexpr = 1,  # the window path's dilation and right padding, as constexprs
     W_PAD_RIGHT: tl.constexpr = 0,
+    HISTORY: tl.constexpr = False,  # forward, unrolled or looped taps only (not the window path)
+    SEQ_IDX: tl.constexpr = False,
 ):
     """out[b, c, t] = epilogue(sum_k w[c, k] * in[b, c, t -/+ shift_k]), shift_k = (K-1-k)*D - PAD_RIGHT.
+
+    Forward options of causal-conv1d's API, read in place (no copy of x): HISTORY, columns t < 0
+    read hist[b, c, S_HIST + t] (its initial states), zero before them; SEQ_IDX, a tap counts only
+    where seq[b, src] == seq[b, t] (columns before the start continue the row's first sequence),
+    and outputs whose seq[b, t] < 0 are 0, after the activation.
 
     Forward: causal-direction taps (t - shift). Input gradient (ANTI_CAUSAL): in = the output
     gradient (already through the activation's derivative), taps t + shift: the transposed conv.
@@ -66,16 +76,27 @@ def depthwise_conv1d_kernel(
     if WINDOW > 0:
         acc = _window_taps(in_tile, w_row, offs_t, mask_c, L, s_w_k, acc.dtype, K, W_DILATION, W_PAD_RIGHT,
                            ANTI_CAUSAL, WINDOW, BLOCK_C, BLOCK_T)
-    elif UNROLL:
-        DILATION = _aligned(DILATION, ALIGN)
-        PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
-        for k in tl.static_range(K):
-            acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k, ANTI_CAUSAL)
     else:
         DILATION = _aligned(DILATION, ALIGN)
         PAD_RIGHT = _aligned(PAD_RIGHT, ALIGN)
-        for k in range(K):
-            acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k, ANTI_CAUSAL)
+        hist_tile = hist_ptr
+        if HISTORY:
+            hist_tile = hist_ptr + pid_b.to(tl.int64) * s_h_b + offs_c[:, None] * s_h_c
+        seq_row = seq_ptr
+        seq_t = offs_t
+        seq_first = 0
+        if SEQ_IDX:
+            seq_row = seq_ptr + pid_b.to(tl.int64) * s_seq_b
+            seq_t = tl.load(seq_row + offs_t * s_seq_t, mask=offs_t < L, other=-1)
+            seq_first = tl.load(seq_row)
+        if UNROLL:
+            for k in tl.static_range(K):
+                acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k,
+                           ANTI_CAUSAL, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t, HISTORY, SEQ_IDX)
+        else:
+            for k in range(K):
+                acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k,
+                           ANTI_CAUSAL, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t, HISTORY, SEQ_IDX)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(acc.dtype)[:, None]
     mask_out = mask_c[:, None] & (offs_t < L)[None, :]
@@ -86,6 +107,8 @@ def depthwise_conv1d_kernel(
         acc = _activate(acc, ACTIVATION, ACT_P0, ACT_P1, tl.load(slope_ptr + offs_c * s_slope, mask=mask_c, other=0.0))
     else:
         acc = _activate(acc, ACTIVATION, ACT_P0, ACT_P1, None)
+    if SEQ_IDX:  # outside every sequence: 0
+        acc = tl.where((seq_t < 0)[None, :], tl.zeros_like(acc), acc)
     out_offs = (pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN) + offs_c[:, None] * _aligned(s_out_c, ALIGN)
                 + offs_t[None, :] * s_out_t)
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
@@ -93,18 +116,28 @@ def depthwise_conv1d_kernel(
 
 @triton.jit
 def _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K: tl.constexpr, s_in_t, s_w_k,
-         ANTI_CAUSAL: tl.constexpr):
-    """acc + w[:, k] * in[:, t -/+ shift_k], zero outside [0, L)."""
+         ANTI_CAUSAL: tl.constexpr, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t,
+         HISTORY: tl.constexpr, SEQ_IDX: tl.constexpr):
+    """acc + w[:, k] * in[:, t -/+ shift_k], zero outside [0, L) (before 0: the history's columns
+    with HISTORY); with SEQ_IDX only where the source's sequence is the output's."""
     shift = (K - 1 - k) * DILATION - PAD_RIGHT
     if ANTI_CAUSAL:
         src = offs_t + shift
     else:
         src = offs_t - shift
-    mask = mask_c[:, None] & ((src >= 0) & (src < L))[None, :]
+    inside = (src >= 0) & (src < L)
+    mask = mask_c[:, None] & inside[None, :]
     if ANTI_CAUSAL:
         tile = tl.load(in_tile + shift * s_in_t, mask=mask, other=0.0)
     else:
         tile = tl.load(in_tile - shift * s_in_t, mask=mask, other=0.0)
+    if HISTORY:  # the forward's columns before the start (disjoint from x's: one of the two loads is 0)
+        col = src + S_HIST
+        tile += tl.load(hist_tile + col[None, :] * s_h_t, mask=mask_c[:, None] & ((src < 0) & (col >= 0))[None, :],
+                        other=0.0)
+    if SEQ_IDX:
+        src_seq = tl.load(seq_row + src * s_seq_t, mask=inside, other=seq_first)
+        tile = tl.where((src_seq == seq_t)[None, :], tile, tl.zeros_like(tile))
     w = tl.load(w_row + k * s_w_k, mask=mask_c, other=0.0)
     return acc + tile.to(acc.dtype) * w.to(acc.dtype)[:, None]
 
