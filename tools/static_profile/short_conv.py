@@ -161,7 +161,9 @@ def render_markdown(fn_rows, upd_rows, env, opt_rows=()):
         lines += ["", "## Forward with initial states and seq_idx (read in place, no budget)", "",
                   "Warp-instructions per output of the forward kernel, width 4; `plain` is the same forward "
                   "without them. The states and the sequence ids are loaded beside x (no copy); the taps then "
-                  "take the general path, not the aligned-window one.", "",
+                  "take the general path, not the aligned-window one (hence channel-first at dilation 1 costs "
+                  "most). Counted as if every program loaded the history: only those of the first S steps do "
+                  "(a branch on the time block).", "",
                   "| precision | dilation | layout | plain | states | seq_idx | both | spills (B) |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in opt_rows:

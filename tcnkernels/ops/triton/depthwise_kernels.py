@@ -92,11 +92,13 @@ def depthwise_conv1d_kernel(
         if UNROLL:
             for k in tl.static_range(K):
                 acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k,
-                           ANTI_CAUSAL, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t, HISTORY, SEQ_IDX)
+                           ANTI_CAUSAL, pid_t * BLOCK_T, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t,
+                           HISTORY, SEQ_IDX)
         else:
             for k in range(K):
                 acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k,
-                           ANTI_CAUSAL, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t, HISTORY, SEQ_IDX)
+                           ANTI_CAUSAL, pid_t * BLOCK_T, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t,
+                           HISTORY, SEQ_IDX)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(acc.dtype)[:, None]
     mask_out = mask_c[:, None] & (offs_t < L)[None, :]
@@ -116,7 +118,7 @@ def depthwise_conv1d_kernel(
 
 @triton.jit
 def _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K: tl.constexpr, s_in_t, s_w_k,
-         ANTI_CAUSAL: tl.constexpr, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t,
+         ANTI_CAUSAL: tl.constexpr, t0, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t,
          HISTORY: tl.constexpr, SEQ_IDX: tl.constexpr):
     """acc + w[:, k] * in[:, t -/+ shift_k], zero outside [0, L) (before 0: the history's columns
     with HISTORY); with SEQ_IDX only where the source's sequence is the output's."""
@@ -132,9 +134,10 @@ def _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K: tl.c
     else:
         tile = tl.load(in_tile - shift * s_in_t, mask=mask, other=0.0)
     if HISTORY:  # the forward's columns before the start (disjoint from x's: one of the two loads is 0)
-        col = src + S_HIST
-        tile += tl.load(hist_tile + col[None, :] * s_h_t, mask=mask_c[:, None] & ((src < 0) & (col >= 0))[None, :],
-                        other=0.0)
+        if t0 < shift:  # only the time blocks this tap reaches back from into the history
+            col = src + S_HIST
+            tile += tl.load(hist_tile + col[None, :] * s_h_t,
+                            mask=mask_c[:, None] & ((src < 0) & (col >= 0))[None, :], other=0.0)
     if SEQ_IDX:
         src_seq = tl.load(seq_row + src * s_seq_t, mask=inside, other=seq_first)
         tile = tl.where((src_seq == seq_t)[None, :], tile, tl.zeros_like(tile))
