@@ -12,9 +12,9 @@ fp64 inputs) and returned in x's dtype. With `seq_idx`, a tap counts only where 
 source equals the output position's, and positions whose seq_idx < 0 give 0.
 
 Where it runs (tcnkernels.ops.short_conv): the depthwise Triton kernels (on a GPU, or on a CPU in
-Triton's interpreter), weight and bias in their own dtypes, initial states in x's: the forward reads
-x, the states and seq_idx in place, the backward runs without seq_idx; PyTorch ops otherwise and on
-the torch backend. The backward recomputes the
+Triton's interpreter), weight and bias in their own dtypes, initial states in x's, seq_idx both
+ways: the forward reads x, the states and seq_idx in place; PyTorch ops otherwise and on the torch
+backend. The backward recomputes the
 pre-activation, so the output may be modified in place before it, and uses no atomics, so it is
 bitwise deterministic. The decode update is one kernel launch for the whole batch. Under
 torch.compile all of it runs as registered ops (tcnkernels::causal_conv1d, ::causal_conv1d_backward,

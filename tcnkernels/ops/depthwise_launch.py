@@ -138,44 +138,50 @@ def depthwise_forward(x, weight, bias=None, *, spec: ConvSpec, epilogue: Optiona
 _PLAIN = Epilogue()
 
 
-def depthwise_input_grad(g, weight, *, spec: ConvSpec, out_dtype=None):
+def depthwise_input_grad(g, weight, *, spec: ConvSpec, out_dtype=None, seq_idx=None):
     """dx[b, c, t] = sum_k w[c, k] g[b, c, t + shift_k]: the forward kernel with taps read ahead; dx
-    in g's layout and dtype (or out_dtype)."""
+    in g's layout and dtype (or out_dtype). With `seq_idx`, the forward's: terms only within a
+    sequence, dx 0 outside every sequence."""
     dx = new_output_as(g, g.shape, out_dtype)
     if g.numel():
-        _launch(g, weight, None, dx, None, None, spec, _PLAIN, True)
+        _launch(g, weight, None, dx, None, None, spec, _PLAIN, True, None, seq_idx)
     return dx
 
 
 @plan_cache
-def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device):
+def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device, seq_stride=None):
     B, C, L = shape
     K = spec.kernel_size
-    dilation, align, window, (block_c, block_t, warps), (n_c, n_t) = _geometry(spec, shape, x_stride, g_stride,
-                                                                                dtype, reduction=True)
+    dilation, align, window, (block_c, block_t, warps), (n_c, n_t) = _geometry(
+        spec, shape, x_stride, g_stride, dtype, reduction=True, no_window=seq_stride is not None)
+    s_seq = seq_stride or (0, 0)
     target = launching.target_of(device)
     resident = target.sm_count * 4 if target.gpu else 4
     n_chunks = max(1, min(B * n_t, resident // n_c))
     static = dict(
         B=B, C=C, L=L, DILATION=dilation, PAD_RIGHT=spec.pad_right,
         s_x_b=x_stride[0], s_x_c=x_stride[1], s_x_t=x_stride[2],
-        s_g_b=g_stride[0], s_g_c=g_stride[1], s_g_t=g_stride[2],
-        N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, N_CHUNKS=n_chunks, K=K, K_POW2=triton.next_power_of_2(K),
+        s_g_b=g_stride[0], s_g_c=g_stride[1], s_g_t=g_stride[2], s_seq_b=s_seq[0], s_seq_t=s_seq[1],
+        SEQ_IDX=seq_stride is not None, N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, N_CHUNKS=n_chunks, K=K,
+        K_POW2=triton.next_power_of_2(K),
         ACC_FP64=dtype == torch.float64, ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
     if window:
         static.update(WINDOW=window, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
     return (n_chunks * n_c,), static, n_chunks, torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def depthwise_weight_grad(g, x, weight, *, spec: ConvSpec):
+def depthwise_weight_grad(g, x, weight, *, spec: ConvSpec, seq_idx=None):
     """(dw, db) of the depthwise conv whose input is x, for the output gradient g (already through
-    the activation's derivative): per-chunk partials, then the finalize, two launches."""
+    the activation's derivative): per-chunk partials, then the finalize, two launches. With
+    `seq_idx` (B, L) int32, a causal spec's products count only within a sequence, and outputs
+    outside every sequence (seq_idx < 0) not at all."""
     B, C, L = x.shape
-    grid, static, n_chunks, acc_dtype = _weight_grad_plan(spec, x.shape, x.stride(), g.stride(), x.dtype, x.device)
+    grid, static, n_chunks, acc_dtype = _weight_grad_plan(spec, x.shape, x.stride(), g.stride(), x.dtype, x.device,
+                                                          None if seq_idx is None else seq_idx.stride())
     partial = new_output(x, (n_chunks, C * (spec.kernel_size + 1)), dtype=acc_dtype)
     if x.numel():
-        launching.launch(depthwise_weight_grad_kernel, grid, x, {"x_ptr": x, "g_ptr": g, "partial_ptr": partial},
-                         static)
+        launching.launch(depthwise_weight_grad_kernel, grid, x,
+                         {"x_ptr": x, "g_ptr": g, "partial_ptr": partial, "seq_ptr": seq_idx}, static)
     else:
         partial.zero_()
     dw, _, db = finalize_weight_grads([(partial, n_chunks, weight, None)])[0]

@@ -5,11 +5,11 @@
              (S = (K-1)*D columns of history); with seq_idx a tap counts where its source's seq_idx
              equals the output's, and outputs whose seq_idx < 0 are 0
   kernels    the depthwise Triton kernels (weight and bias in their own dtypes, loaded into the fp32
-             accumulator; initial states in x's). The forward reads x, the initial states and
-             seq_idx where they are, one launch; the backward runs on xs (a copy of the history
-             and x, in x's layout), without seq_idx
-  torch      the rest (the backward with seq_idx, states in another dtype, fp64 mixed with others,
-             the torch backend), accumulated in fp32 (fp64 for fp64)
+             accumulator; initial states in x's), seq_idx read by every kernel beside its tensors.
+             The forward reads x and the initial states where they are, one launch; the backward
+             runs on xs (a copy of the history and x, in x's layout)
+  torch      the rest (states in another dtype, fp64 mixed with others, the torch backend),
+             accumulated in fp32 (fp64 for fp64)
   backward   recomputes the pre-activation in fp32 (the caller may have modified the output in
              place) and takes dz in fp32, then the depthwise kernels' input and weight gradients
              (torch: per-tap products and sums): no atomics anywhere, so bitwise deterministic
@@ -46,13 +46,12 @@ def acc_dtype(*tensors):
     return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _uses_kernels(x, weight, bias, seq_idx, initial_states, forward=False):
+def _uses_kernels(x, weight, bias, initial_states):
     """Whether the depthwise kernels run it: initial states in x's dtype (read or copied beside x),
     weight and bias in any dtype (the kernels load them into the fp32 accumulator) unless fp64 is
-    mixed with another dtype (the kernels accumulate in fp64 only for fp64 x); seq_idx in the
-    `forward` only."""
+    mixed with another dtype (the kernels accumulate in fp64 only for fp64 x)."""
     fp64 = [t.dtype == torch.float64 for t in (x, weight, bias) if t is not None]
-    return ((seq_idx is None or forward) and select_backend(x.device) == "triton" and (all(fp64) or not any(fp64))
+    return (select_backend(x.device) == "triton" and (all(fp64) or not any(fp64))
             and (initial_states is None or initial_states.dtype == x.dtype))
 
 
@@ -155,7 +154,7 @@ def torch_backward(dout, x, weight, bias, seq_idx, initial_states, dilation, sil
 # Both paths
 
 def forward(x, weight, bias, seq_idx, initial_states, dilation, silu):
-    if not _uses_kernels(x, weight, bias, seq_idx, initial_states, forward=True):
+    if not _uses_kernels(x, weight, bias, initial_states):
         return torch_forward(x, weight, bias, seq_idx, initial_states, dilation, silu)
     spec = _spec(weight.shape[1], dilation, silu)
     return depthwise_forward(x, weight.unsqueeze(1), bias, spec=spec, epilogue=inference_epilogue(spec),
@@ -166,22 +165,26 @@ def backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
     """(dx, dweight, dbias, dinitial_states), each in its input's dtype, dx in dout's layout
     (dbias, dinitial_states: empty tensors without a bias, without initial states)."""
     S = (weight.shape[1] - 1) * dilation
-    if not _uses_kernels(x, weight, bias, seq_idx, initial_states):
+    if not _uses_kernels(x, weight, bias, initial_states):
         dxs, dw, db = torch_backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu)
         dx = _copy_as(dout, dxs[..., S:])
     else:
         plain = _spec(weight.shape[1], dilation, False)
         w3 = weight.unsqueeze(1)
         xs = x if initial_states is None else _with_history(x, initial_states, S)
+        # xs's sequence ids: the history continues each row's first sequence
+        seq = seq_idx if seq_idx is None or initial_states is None else history_seq_idx(seq_idx, S)
         g = dout
         if silu:  # dz in fp32, as a fused backward keeps it (16-bit dz would cost dweight ~2^-9 per term)
             acc = acc_dtype(x)
-            pre = depthwise_forward(xs, w3, bias, spec=plain, out_dtype=acc)
+            pre = depthwise_forward(xs, w3, bias, spec=plain, out_dtype=acc, seq_idx=seq)
             g = activation_backward(dout.to(acc), pre if initial_states is None else pre[..., S:], SILU)[0]
         if initial_states is not None:
             g = _with_history(g, None, S)  # the S leading outputs were dropped: no gradient
-        dxs = depthwise_input_grad(g, w3, spec=plain, out_dtype=x.dtype)
-        dw, db = depthwise_weight_grad(g, xs, w3, spec=plain)
+        # with seq_idx the kernels mask each tap to its sequence; outputs outside every sequence
+        # (seq_idx < 0) give no gradient (the weight gradient ignores their g, dx there is 0)
+        dxs = depthwise_input_grad(g, w3, spec=plain, out_dtype=x.dtype, seq_idx=seq)
+        dw, db = depthwise_weight_grad(g, xs, w3, spec=plain, seq_idx=seq)
         dw = dw.reshape(weight.shape)
         dx = _in_layout_of(dout, dxs) if initial_states is None else _copy_as(dout, dxs[..., S:])
     dh = x.new_empty(0) if initial_states is None else dxs[..., :S].to(initial_states.dtype).contiguous()

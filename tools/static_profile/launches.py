@@ -284,8 +284,8 @@ def update_launches(dim, width, dilation, state_len, seqlen, dtype, state_dtype,
 def fn_launches(width, dilation, precision, channel_last, arch, dim=1536, L=2048, batch=4, weight_dtype=None,
                 states=False, seq_idx=False):
     """The launches of causal_conv1d_fn(x, w, b, activation="silu") forward + backward (with initial
-    states: their gradient too; with seq_idx, packed sequences: a kernel forward, a PyTorch
-    backward), on meta tensors; weight and bias in weight_dtype (default x's)."""
+    states: their gradient too; with seq_idx, packed sequences), on meta tensors; weight and bias in
+    weight_dtype (default x's)."""
     from tcnkernels.short_conv import causal_conv1d_fn
     dtype, tf32 = PRECISIONS[precision]
     weight_dtype = weight_dtype or dtype

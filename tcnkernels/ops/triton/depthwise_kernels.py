@@ -222,9 +222,11 @@ def _window_taps(in_tile, w_row, offs_t, mask_c, L, s_w_k, acc_dtype: tl.constex
 @triton.jit
 def depthwise_weight_grad_kernel(
     x_ptr, g_ptr, partial_ptr,     # partial: (N_CHUNKS, C*K + C), the dense weight gradient's layout
+    seq_ptr,                       # SEQ_IDX: (B, L) int32 sequence ids
     B, C, L, DILATION, PAD_RIGHT,
     s_x_b, s_x_c, s_x_t,
     s_g_b, s_g_c, s_g_t,
+    s_seq_b, s_seq_t,
     N_C_BLOCKS, N_T_BLOCKS, N_CHUNKS,
     K: tl.constexpr,
     K_POW2: tl.constexpr,
@@ -235,6 +237,7 @@ def depthwise_weight_grad_kernel(
     WINDOW: tl.constexpr = 0,      # as in the forward kernel (ALIGN then covers L and the strides only)
     W_DILATION: tl.constexpr = 1,
     W_PAD_RIGHT: tl.constexpr = 0,
+    SEQ_IDX: tl.constexpr = False,  # (not the window path) products only within a sequence, g outside every one 0
 ):
     """Partial sums over one chunk of (batch row, time block) items, for every tap at once:
     partial[chunk, c*K + k] = sum g[b, c, t] * x[b, c, t - shift_k];  partial[chunk, C*K + c] = sum g.
@@ -267,6 +270,11 @@ def depthwise_weight_grad_kernel(
         mask_t = offs_t < L
         g = tl.load(g_ptr + b * _aligned(s_g_b, ALIGN) + offs_c[:, None] * _aligned(s_g_c, ALIGN)
                     + offs_t[None, :] * s_g_t, mask=mask_c[:, None] & mask_t[None, :], other=0.0).to(acc.dtype)
+        if SEQ_IDX:  # outputs outside every sequence have no gradient
+            seq_row = seq_ptr + b * s_seq_b
+            seq_t = tl.load(seq_row + offs_t * s_seq_t, mask=mask_t, other=-1)
+            seq_first = tl.load(seq_row)
+            g = tl.where((seq_t >= 0)[None, :], g, tl.zeros_like(g))
         acc_bias += tl.sum(g, axis=1)
         x_tile = x_ptr + b * _aligned(s_x_b, ALIGN) + offs_c[:, None] * _aligned(s_x_c, ALIGN) + offs_t[None, :] * s_x_t
         if WINDOW > 0:  # the forward's shifts, from the aligned blocks they span (see _window_taps)
@@ -284,8 +292,11 @@ def depthwise_weight_grad_kernel(
             for k in tl.static_range(K):
                 shift = (K - 1 - k) * DILATION - PAD_RIGHT
                 src = offs_t - shift
-                x = tl.load(x_tile - shift * s_x_t,
-                            mask=mask_c[:, None] & ((src >= 0) & (src < L) & mask_t)[None, :], other=0.0).to(acc.dtype)
+                inside = (src >= 0) & (src < L) & mask_t
+                x = tl.load(x_tile - shift * s_x_t, mask=mask_c[:, None] & inside[None, :], other=0.0).to(acc.dtype)
+                if SEQ_IDX:
+                    src_seq = tl.load(seq_row + src * s_seq_t, mask=inside, other=seq_first)
+                    x = tl.where((src_seq == seq_t)[None, :], x, tl.zeros_like(x))
                 acc += tl.where(offs_k[None, :] == k, tl.sum(g * x, axis=1)[:, None], 0.0)
     row = partial_ptr + pid_chunk.to(tl.int64) * (C * K + C)
     tl.store(row + offs_c[:, None] * K + offs_k[None, :], acc, mask=mask_c[:, None] & (offs_k < K)[None, :])
