@@ -143,6 +143,16 @@ def _block_grads(block, x, c, used):
     return (out, skip), {name: p.grad for name, p in block.named_parameters()}
 
 
+def _assert_same(got, want, inputs, got_grads, want_grads):
+    """Outputs, the gradients of (x, c) (inputs: ours, then theirs) and of every Parameter equal."""
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(inputs[:2], inputs[2:]):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.mark.parametrize("used", [(True, True), (False, True), (True, False)], ids=["both", "skip", "x"])
 @pytest.mark.parametrize("layout", ["contiguous", "channel-last"])
 def test_the_fused_block_matches_the_library_with_either_output_unused(used, layout):
@@ -158,12 +168,7 @@ def test_the_fused_block_matches_the_library_with_either_output_unused(used, lay
     inputs = [t.detach().clone().requires_grad_() for t in (x, c, x, c)]
     got, got_grads = _block_grads(ours, *inputs[:2], used)
     want, want_grads = _block_grads(theirs, *inputs[2:], used)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    for a, b in zip(inputs[:2], inputs[2:]):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
-    for name, grad in want_grads.items():
-        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    _assert_same(got, want, inputs, got_grads, want_grads)
 
 
 def test_the_fused_block_with_dropout_matches_the_library():
@@ -178,12 +183,7 @@ def test_the_fused_block_with_dropout_matches_the_library():
     got, got_grads = _block_grads(ours, *inputs[:2], (True, True))
     torch.manual_seed(5)
     want, want_grads = _block_grads(theirs, *inputs[2:], (True, True))
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    for a, b in zip(inputs[:2], inputs[2:]):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4)
-    for name, grad in want_grads.items():
-        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-4, msg=lambda m: f"{name}: {m}")
+    _assert_same(got, want, inputs, got_grads, want_grads)
 
 
 @pytest.mark.parametrize("causal", [True, False])
