@@ -214,13 +214,13 @@ def conv_forward_split(z, weight: PreparedWeight, bias, res, *, split_rows, res_
     c_out = w.shape[0]
     out, out2 = new_output_as(res, (B, split_rows, L)), new_output_as(res, (B, c_out - split_rows, L))
     if B * L > 0:
-        _launch_conv(z, w, (1, c_out, cols, w.stride(), c_out * w.stride(0)), bias, out, _ONE_BY_ONE,
+        _launch_conv(z, w, (1, c_out, cols, w.stride(), c_out * w.stride(0)), bias, out, ONE_BY_ONE,
                      _split_epilogue(split_rows, res_scale), False, None, None, None, res, None, None, None, None,
                      None, out2)
     return out, out2
 
 
-_ONE_BY_ONE = ConvSpec(1)
+ONE_BY_ONE = ConvSpec(1)  # a 1x1 conv's spec
 
 
 @functools.lru_cache(maxsize=None)

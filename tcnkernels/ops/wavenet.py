@@ -25,13 +25,12 @@ import math
 import torch
 
 from .activations import CODES, Activation
-from .conv_launch import Residual, conv_forward, conv_forward_split, conv_input_grad, weight_grad_partials
+from .conv_launch import ONE_BY_ONE, Residual, conv_forward, conv_forward_split, conv_input_grad, weight_grad_partials
 from .specs import ConvSpec, Epilogue
 from .weight_launch import PreparedWeight, finalize_weight_grads, prepare_weights
 
 SQRT_HALF = math.sqrt(0.5)
 GATED_TANH = Activation("gated_tanh")
-_ONE_BY_ONE = ConvSpec(1)
 
 
 def gate_spec(kernel_size, dilation, pad_right) -> ConvSpec:
@@ -101,14 +100,14 @@ class WaveNetFunction(torch.autograd.Function):
         rows = slice(0 if dskip is not None else S, S if dx_out is None else None)
         p_heads = PreparedWeight(w_heads[rows], cols_heads)
         dheads = torch.cat([dskip, dx_out], dim=1) if rows == slice(0, None) else dx_out if dskip is None else dskip
-        heads = weight_grad_partials(dheads, z, spec=_ONE_BY_ONE)
-        dz = conv_input_grad(dheads, p_heads, spec=_ONE_BY_ONE)
+        heads = weight_grad_partials(dheads, z, spec=ONE_BY_ONE)
+        dz = conv_input_grad(dheads, p_heads, spec=ONE_BY_ONE)
         gate = weight_grad_partials(dz, inp, pre, spec=ctx.spec, write_g=True, activation=GATED_TANH)
         g = gate.g
         segments = [(heads.partial, heads.n_chunks, p_heads.w, None),
                     (gate.partial, gate.n_chunks, conv_w, None)]
         if c is not None and needs_aux:
-            aux = weight_grad_partials(g, c, spec=_ONE_BY_ONE)
+            aux = weight_grad_partials(g, c, spec=ONE_BY_ONE)
             segments.append((aux.partial, aux.n_chunks, aux_w, None))
         grads = finalize_weight_grads(segments)
         (d_heads_w, _, d_heads_b), (dw, _, db) = grads[:2]
@@ -124,7 +123,7 @@ class WaveNetFunction(torch.autograd.Function):
                 dh = dinp
                 dx = None if dx_out is None else dx_out * SQRT_HALF
         if c is not None and needs_c:
-            dc = conv_input_grad(g, PreparedWeight(w_aux, cols_aux), spec=_ONE_BY_ONE)
+            dc = conv_input_grad(g, PreparedWeight(w_aux, cols_aux), spec=ONE_BY_ONE)
         d_skip_w = d_skip_b = d_out_w = d_out_b = None
         if dskip is not None:
             d_skip_w, d_skip_b = d_heads_w[:S], d_heads_b[:S]
