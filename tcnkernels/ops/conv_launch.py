@@ -275,7 +275,8 @@ def conv_input_grad(g, weight: PreparedWeight, *, spec: ConvSpec, gate=None, gat
 class WeightGradPartials(NamedTuple):
     """What one weight-gradient launch gives: fp32 partials of dw and db (rows: chunks) for
     finalize_weight_grads, their chunk count, the gated gradient g and the residual's gradient ds
-    (when asked to write them), and the 1x1 downsample's partials (with res_dy)."""
+    (when asked to write them), and the extra tap's partials: the 1x1 downsample's (res_dy) or the
+    conditioning's (aux_x)."""
     partial: torch.Tensor
     n_chunks: int
     g: Optional[torch.Tensor]
@@ -285,9 +286,10 @@ class WeightGradPartials(NamedTuple):
 
 @plan_cache
 def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_out, dtype, device, gate, gate2,
-                      write_g, write_ds, res_tap, tf32):
+                      write_g, write_ds, res_tap, tf32, aux=None, split=None):
     """gate: the Activation whose derivative y gives (None: no gate); gate2: None, a float (the legacy
-    ReLU-and-dropout gate's scale) or a GateRule."""
+    ReLU-and-dropout gate's scale) or a GateRule; aux: (c's channels, c's strides) for the
+    conditioning's tap; split: (dy's rows, dy2's strides)."""
     B, c_in, L = x_shape
     K, groups = spec.kernel_size, spec.groups
     c_in //= groups  # one group's
@@ -295,19 +297,22 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
     target = launching.target_of(device)
     upcast, acc_fp64, precision = dtype_flags(dtype, target, tf32)
     dilation = shift_unit(K, spec.dilation)
-    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *x_stride[:2], *dy_stride[:2], *y_stride[:2])
+    c_aux, c_stride = aux if aux is not None else (0, (0, 0, 0))
+    split_rows, dy2_stride = split if split is not None else (0, (0, 0, 0))
+    align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *x_stride[:2], *dy_stride[:2], *y_stride[:2],
+                      *c_stride[:2], *dy2_stride[:2])
     tiles = weight_grad_tiles(c_out_g, c_in, dtype, align, target.capability,
                               gated="rule" if isinstance(gate2, GateRule) else gate2 is not None)
     if precision == "ieee" and dtype == torch.float32 and target.gpu:
         tiles = ieee_fp32_tiles(tiles, target.capability, align=align, weight_grad=True)
-    n_co, n_ci, n_t = (triton.cdiv(c_out_g, tiles.BLOCK_CO), triton.cdiv(c_in, tiles.BLOCK_CI),
+    n_co, n_ci, n_t = (triton.cdiv(c_out_g, tiles.BLOCK_CO), triton.cdiv(max(c_in, c_aux), tiles.BLOCK_CI),
                        triton.cdiv(L, tiles.BLOCK_T))
     # Chunks of (batch row, time block) items: enough programs for about one resident wave (about
     # four 4-warp or two 8-warp CTAs per SM, from the static profile); a few in the interpreter (more
     # than one, so the chunked sum is exercised). The count depends only on shapes and the device:
     # the partials and their summation order never change, so gradients are bitwise reproducible.
     resident = target.sm_count * (16 // tiles.num_warps) if target.gpu else 4
-    taps = K + 1 if res_tap else K
+    taps = K + 1 if res_tap or aux is not None else K
     general = isinstance(gate2, GateRule)  # any activation's gate (else ReLU's, or none)
     rule_act = gate2.activation if general else None
     mask = gate2.dropout if general else None
@@ -334,10 +339,16 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
         DROP_THRESHOLD=dropout_threshold(mask.p) if mask is not None else 0,
         SEED_INDEX=mask.seed_index if mask is not None else 0, WRITE_G=write_g,
         WRITE_DS=write_ds, RES_TAP=res_tap,
+        # the conditioning's tap, the split gradient
+        C_AUX=c_aux, s_c_b=c_stride[0], s_c_c=c_stride[1], s_c_t=c_stride[2], AUX_TAP=aux is not None,
+        AUX_SWITCH_C=aux is not None and c_stride[1] != x_stride[1],
+        AUX_SWITCH_T=aux is not None and c_stride[2] != x_stride[2],
+        SPLIT_ROWS=split_rows, s_dy2_b=dy2_stride[0], s_dy2_c=dy2_stride[1], s_dy2_t=dy2_stride[2],
+        SPLIT_DY=split is not None,
         # precision and alignment
         UPCAST=upcast, ACC_FP64=acc_fp64, INPUT_PRECISION=precision, ALIGN=align,
         ROW_INT64=needs_int64(((x_shape[1], L), x_stride[1:]), ((c_out, L), dy_stride[1:]), ((c_out, L), y_stride[1:]),
-                              ((c_out, L), (L, 1))),
+                              ((c_out, L), (L, 1)), ((c_aux, L), c_stride[1:]), ((c_out, L), dy2_stride[1:])),
         # tiles
         BLOCK_CO=tiles.BLOCK_CO, BLOCK_CI=tiles.BLOCK_CI, BLOCK_T=tiles.BLOCK_T,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages)
@@ -346,14 +357,17 @@ def _weight_grad_plan(spec: ConvSpec, x_shape, x_stride, dy_stride, y_stride, c_
 
 def weight_grad_partials(dy, x, y=None, *, spec: ConvSpec, gate2=None, gate2_scale=1.0, write_g=False,
                          write_ds=False, res_dy=None, activation=RELU, gate2_rule: Optional[GateRule] = None,
-                         seeds=None) -> WeightGradPartials:
+                         seeds=None, aux_x=None, dy2=None) -> WeightGradPartials:
     """Per-chunk fp32 partial sums of dw and db of the conv whose input is x, for the gradient
     g = dy * (y > 0) [y: the saved output of a fused ReLU, or None; with another elementwise
     `activation`, g = dy * act'(.) from y, what its forward kept] * (gate2 > 0) * gate2_scale
     [gate2: a block's saved pre-residual output, or None; with `gate2_rule`, gate2 is what that
     rule reads and its dropout mask is drawn again from `seeds`]; with write_g the kernel also stores g,
     with write_ds dy * (y > 0). With res_dy (a block's residual gradient, dy's shape and strides),
-    the same launch also gives the partials of the 1x1 downsample that reads the same x."""
+    the same launch also gives the partials of the 1x1 downsample that reads the same x. With aux_x
+    (a WaveNet block's conditioning c, x's batch and length), those of the 1x1 conv of c by the same
+    gradient (in `res_partial`). With dy2, the gradient's rows are dy's then dy2's (two outputs of
+    one conv, read where they are)."""
     B, c_in, L = x.shape
     gated = y is not None and activation is not None and activation.gated
     c_out = y.shape[1] if gated else dy.shape[1]  # a gated unit's conv has twice dy's channels
@@ -362,6 +376,13 @@ def weight_grad_partials(dy, x, y=None, *, spec: ConvSpec, gate2=None, gate2_sca
     if res_tap and (res_dy.shape != dy.shape or res_dy.stride() != dy.stride() or y is not None or gate2 is not None
                     or write_g or write_ds):
         raise ValueError("res_dy needs dy's shape and strides and a conv without gates or stores")
+    if aux_x is not None and (res_tap or spec.groups != 1 or aux_x.shape[0] != B or aux_x.shape[2] != L):
+        raise ValueError("aux_x needs x's batch and length, no res_dy and an ungrouped conv")
+    if dy2 is not None:
+        if y is not None or gate2 is not None or res_tap or write_g or write_ds or spec.groups != 1 \
+                or dy2.shape[0] != B or dy2.shape[2] != L:
+            raise ValueError("dy2 needs dy's batch and length and a conv without gates, stores or taps")
+        c_out += dy2.shape[1]
     g = new_output(dy, (B, c_out, L)) if write_g else None
     ds = new_output(dy, (B, c_out, L)) if write_ds else None
     gate = y if y is not None else gate2 if gate2 is not None else dy  # gate2 is read with these strides
@@ -369,16 +390,18 @@ def weight_grad_partials(dy, x, y=None, *, spec: ConvSpec, gate2=None, gate2_sca
         spec, x.shape, x.stride(), dy.stride(), gate.stride(), c_out, x.dtype, x.device,
         None if y is None else activation,
         gate2_rule if gate2_rule is not None else None if gate2 is None else gate2_scale, write_g, write_ds, res_tap,
-        torch.backends.cudnn.allow_tf32)
+        torch.backends.cudnn.allow_tf32, None if aux_x is None else (aux_x.shape[1], aux_x.stride()),
+        None if dy2 is None else (dy.shape[1], dy2.stride()))
     partial = new_output(x, (n_chunks, c_out * (c_in // spec.groups * K + 1)), dtype=acc_dtype)
-    res_partial = new_output(x, (n_chunks, c_out * (c_in + 1)), dtype=acc_dtype) if res_tap else None
+    extra_in = c_in if res_tap else None if aux_x is None else aux_x.shape[1]
+    res_partial = None if extra_in is None else new_output(x, (n_chunks, c_out * (extra_in + 1)), dtype=acc_dtype)
     if B * L == 0:
         return WeightGradPartials(partial.zero_(), n_chunks, g, ds,
                                   None if res_partial is None else res_partial.zero_())
     launching.launch(causal_conv1d_weight_grad_kernel, grid, x, {
         "x_ptr": x, "dy_ptr": dy, "y_ptr": gate, "gate2_ptr": gate2, "seed_ptr": seeds, "g_ptr": g, "ds_ptr": ds,
         "partial_ptr": partial,
-        "res_dy_ptr": res_dy, "res_partial_ptr": res_partial}, static)
+        "res_dy_ptr": res_dy, "res_partial_ptr": res_partial, "c_ptr": aux_x, "dy2_ptr": dy2}, static)
     return tuple.__new__(WeightGradPartials, (partial, n_chunks, g, ds, res_partial))  # (C-level: a hot path)
 
 

@@ -11,11 +11,13 @@ conv reads c beside h (its AUX epilogue: a 1x1 GEMM of c into both halves before
 cat(h, c) is written or kept. The skip and residual 1x1s are one conv whose rows go to two outputs
 (its SPLIT epilogue), the residual's plus S x: the add and the scale cost no pass of their own.
 
-Backward, from dx_out and dskip (either may be absent: a stack's last block has no x_out user):
-    dheads = [dskip; dx_out]                  one copy (either alone where the other has none)
-    the 1x1s' weight gradient; dz = [W_skip; S W_out]^T dheads
-    the gated conv's weight gradient, which applies the gate's derivative from (a, b) and writes g
-    the conditioning's weight gradient (1x1, from g and c); one finalisation of all three
+Backward, from dx_out and dskip (either may be absent: a stack's last block has no x_out user),
+six launches, no PyTorch op on an activation:
+    the 1x1s' weight gradient, reading dskip and dx_out where they are (rows of one gradient)
+    dz = W_skip^T dskip + (S W_out)^T dx_out  (the second a 1x1 GEMM in the first's epilogue)
+    the gated conv's weight gradient, which applies the gate's derivative from (a, b) and writes g;
+        one more tap of it reads c: the conditioning's weight gradient, from the same g
+    one finalisation of all three weight gradients
     dh = W^T g + S dx_out (the residual, in the epilogue, when h is x); dc = W_aux^T g
 W_out and b_out get no gradient (None) when x_out has none, W_skip and b_skip none when skip has none,
 as in PyTorch's own block.
@@ -98,17 +100,22 @@ class WaveNetFunction(torch.autograd.Function):
         S = ctx.skip_rows
         # the 1x1s' rows that carry a gradient: the skip's, the residual's, or both
         rows = slice(0 if dskip is not None else S, S if dx_out is None else None)
-        p_heads = PreparedWeight(w_heads[rows], cols_heads)
-        dheads = torch.cat([dskip, dx_out], dim=1) if rows == slice(0, None) else dx_out if dskip is None else dskip
-        heads = weight_grad_partials(dheads, z, spec=ONE_BY_ONE)
-        dz = conv_input_grad(dheads, p_heads, spec=ONE_BY_ONE)
-        gate = weight_grad_partials(dz, inp, pre, spec=ctx.spec, write_g=True, activation=GATED_TANH)
+        if dskip is not None and dx_out is not None:
+            heads = weight_grad_partials(dskip, z, spec=ONE_BY_ONE, dy2=dx_out)
+            dz = conv_input_grad(dskip, PreparedWeight(w_heads[:S], cols_heads), spec=ONE_BY_ONE,
+                                 residual=Residual(dx_out, PreparedWeight(w_heads[S:], cols_heads)))
+        else:
+            dheads = dx_out if dskip is None else dskip
+            heads = weight_grad_partials(dheads, z, spec=ONE_BY_ONE)
+            dz = conv_input_grad(dheads, PreparedWeight(w_heads[rows], cols_heads), spec=ONE_BY_ONE)
+        with_aux = c is not None and needs_aux
+        gate = weight_grad_partials(dz, inp, pre, spec=ctx.spec, write_g=True, activation=GATED_TANH,
+                                    aux_x=c if with_aux else None)
         g = gate.g
-        segments = [(heads.partial, heads.n_chunks, p_heads.w, None),
+        segments = [(heads.partial, heads.n_chunks, w_heads[rows], None),
                     (gate.partial, gate.n_chunks, conv_w, None)]
-        if c is not None and needs_aux:
-            aux = weight_grad_partials(g, c, spec=ONE_BY_ONE)
-            segments.append((aux.partial, aux.n_chunks, aux_w, None))
+        if with_aux:
+            segments.append((gate.res_partial, gate.n_chunks, aux_w, None))
         grads = finalize_weight_grads(segments)
         (d_heads_w, _, d_heads_b), (dw, _, db) = grads[:2]
         daux = grads[2][0] if len(grads) > 2 else None

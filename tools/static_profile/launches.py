@@ -161,14 +161,17 @@ WAVENET_OPTIONS = ((0, True, 0.0, True), (80, False, 0.0, True), (80, True, 0.1,
 
 
 def wavenet_launches(residual, gate, skip, aux, K, dilation, L, precision, arch, batch=2, causal=True, dropout=0.0,
-                     bias=True):
+                     bias=True, c_channel_last=False):
     """(forward launches, backward launches) of one tcnkernels.WaveNetBlock in training mode, with
-    conditioning (needing a gradient, as an upsampling net's does; none with aux 0) on meta tensors."""
+    conditioning (needing a gradient, as an upsampling net's does; none with aux 0) on meta tensors;
+    c channel-last beside a channel-first x with `c_channel_last`."""
     dtype, tf32 = PRECISIONS[precision] if precision in PRECISIONS else (precision, False)
     block = WaveNetBlock(residual, gate, skip, K, dilation, aux, dropout=dropout, causal=causal, bias=bias)
     block = block.to(device="meta", dtype=dtype)
     x = torch.empty(batch, residual, L, device="meta", dtype=dtype, requires_grad=True)
     c = torch.empty(batch, aux, L, device="meta", dtype=dtype, requires_grad=True) if aux else None
+    if c_channel_last:
+        c = torch.empty(batch, L, aux, device="meta", dtype=dtype).transpose(1, 2).requires_grad_()
     with use_backend("triton"):
         with recorded_launches(arch, tf32) as forward:
             out, skip_out = block(x, c)
@@ -347,6 +350,8 @@ def shipped_launches(arch, precisions=("tf32", "ieee", "bf16", torch.float16, to
             for dilation in SWEEP_DILATIONS[:2]:
                 add(sum(wavenet_launches(64, 128, 64, aux, 3, dilation, SWEEP_LENGTHS[1], precision, arch,
                                          causal=causal, dropout=dropout, bias=bias), []))
+        # the conditioning's weight-gradient tap with c's strides switched (a channel-last c)
+        add(sum(wavenet_launches(64, 128, 64, 80, 3, 1, SWEEP_LENGTHS[1], precision, arch, c_channel_last=True), []))
         add(block_variant_launches(arch, precision))
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for c_in, widths, K in STREAM_SWEEP:

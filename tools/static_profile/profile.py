@@ -68,14 +68,16 @@ def work_model(launch):
         epilogue = [n for n, on in (("bias", a["HAS_BIAS"]), ("relu", a["ACTIVATION"] == 1), ("dropout", a["DROPOUT"]),
                                     ("gate", a["GATE"]), ("branch", a["STORE_BRANCH"]),
                                     ("residual" if a["RESIDUAL"] == 1 else "1x1-residual", a["RESIDUAL"]),
-                                    ("relu", a["FINAL_ACTIVATION"] == 1)) if on]
+                                    ("relu", a["FINAL_ACTIVATION"] == 1), ("aux", a["AUX"]),
+                                    ("split", a["SPLIT"])) if on]
         return dict(role="input-grad" if grad else "forward", layer=(*layer, a["K"], a["DILATION"]),
                     trips=_cdiv(a["C_IN"], a["BLOCK_CI"]) * a["K"], per_cta=a["BLOCK_CO"] * a["BLOCK_T"],
                     epilogue="+".join(epilogue))
     if name == "causal_conv1d_weight_grad_kernel":
         items = _cdiv(a["B"] * a["N_T_BLOCKS"], a["N_CHUNKS"])  # the shift-0 tap: every item
         gates = [n for n, on in (("relu-gate", a["GATE_BY_RELU"]), ("gate2", a["GATE2"]), ("g", a["WRITE_G"]),
-                                 ("ds", a["WRITE_DS"]), ("res-tap", a["RES_TAP"])) if on]
+                                 ("ds", a["WRITE_DS"]), ("res-tap", a["RES_TAP"]), ("aux-tap", a["AUX_TAP"]),
+                                 ("split-dy", a["SPLIT_DY"])) if on]
         return dict(role="weight-grad", layer=(a["C_IN"], a["C_OUT"], a["K"], a["DILATION"]),
                     trips=items, per_cta=items * a["BLOCK_T"] * a["BLOCK_CO"], epilogue="+".join(gates))
     if name == "depthwise_conv1d_kernel":

@@ -9,8 +9,9 @@ program, 128 outputs, tanh * sigmoid) is compared with the plain conv of the lay
 block would run (cat(x, c): 144 -> 128 channels, bias, no activation), its forward per conv output
 (both halves), with the gated units' budget: the forward and the input gradient within 4
 warp-instructions per output of the plain conv, no spills. The skip + residual 1x1 (64 -> 128, the
-residual add in its epilogue) and the conditioning's own gradients (1x1, 80 channels) are reported,
-and must not spill. Counted, not timed.
+residual add in its epilogue, its gradients read from dskip and dx_out where they are) and the
+conditioning's input gradient (1x1, 80 channels) are reported, and must not spill; the conditioning's
+weight gradient is one more tap of the gated conv's weight-gradient launch. Counted, not timed.
 """
 from .launches import op_launches, wavenet_launches
 from .profile import work_model
@@ -100,8 +101,8 @@ def render_markdown(rows, launch_counts, env):
              "GEMM in the same program) and writes tanh(a) * sigmoid(b); its forward counted per conv output "
              "(both halves), and compared with the plain conv of the layer the composed block runs (cat(x, c), "
              f"{RESIDUAL + AUX} -> {GATE} channels, bias, no activation). The skip + residual 1x1s are one conv "
-             "with two outputs, the residual add and scale in its epilogue; `conditioning` is c's own weight and "
-             "input gradients. "
+             "with two outputs, the residual add and scale in its epilogue; `conditioning` is c's input gradient "
+             "(its weight gradient is a tap of the gated conv's weight-gradient launch). "
              f"Budget (the general op's gated units): forward and input gradient within +{GATED_ALLOWANCE} "
              "warp-instructions per output of the plain conv, no spills.", "",
              "| conv | precision | kernel | worst dilation | instr/out | plain | +plain | regs | spills (any dilation) "

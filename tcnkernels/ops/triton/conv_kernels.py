@@ -464,15 +464,20 @@ def causal_conv1d_weight_grad_kernel(
     seed_ptr,                         # dropout seeds (GATE2_DROPOUT)
     g_ptr, ds_ptr,                    # stores: the gated gradient, the residual's gradient
     partial_ptr,                      # (N_CHUNKS, C_OUT*C_IN*K + C_OUT) fp32 partial sums
-    res_dy_ptr, res_partial_ptr,      # a block's 1x1 downsample: its gradient, its partials
+    res_dy_ptr, res_partial_ptr,      # a block's 1x1 downsample: its gradient, its partials (AUX_TAP's too)
+    c_ptr,                            # AUX_TAP: the conditioning input
+    dy2_ptr,                          # SPLIT_DY: the gradient of the rows from SPLIT_ROWS on
     # Sizes (C_IN: of one group; C_OUT: of all groups, C_OUT_G of one)
     B, C_IN, C_OUT, L, K, DILATION,
     PAD_RIGHT, N_GROUPS, C_OUT_G,    # as in causal_conv1d_kernel
     GATE_ROWS,                       # GATED_GRAD: the gated unit's output channels (C_OUT / 2)
+    C_AUX, SPLIT_ROWS,               # AUX_TAP: c's channels; SPLIT_DY: the rows dy holds
     # Strides, in elements (gate2 has y's)
     s_x_b, s_x_c, s_x_t,
     s_dy_b, s_dy_c, s_dy_t,
     s_y_b, s_y_c, s_y_t,
+    s_c_b, s_c_c, s_c_t,
+    s_dy2_b, s_dy2_c, s_dy2_t,
     # The grid: (input-channel block, output-channel block, tap, chunk); items are (b, time block)
     N_CO_BLOCKS, N_CI_BLOCKS, N_T_BLOCKS, N_CHUNKS,
     SHIFTED: tl.constexpr,           # PAD_RIGHT != 0
@@ -487,6 +492,8 @@ def causal_conv1d_weight_grad_kernel(
     WRITE_G: tl.constexpr,
     WRITE_DS: tl.constexpr,
     RES_TAP: tl.constexpr,
+    AUX_TAP: tl.constexpr, AUX_SWITCH_C: tl.constexpr, AUX_SWITCH_T: tl.constexpr,  # c's strides differ from x's
+    SPLIT_DY: tl.constexpr,
     # Precision and alignment
     UPCAST: tl.constexpr,
     ACC_FP64: tl.constexpr,
@@ -510,11 +517,18 @@ def causal_conv1d_weight_grad_kernel(
     over c in a fixed order: bitwise identical on every run.
     RES_TAP: one more tap, k = K, is a block's 1x1 downsample, which reads the same x: its gradient
     is res_dy (dy's strides), unshifted, and its partials go to res_partial (rows of C_OUT*C_IN + C_OUT).
+    AUX_TAP: one more tap, k = K, is a WaveNet block's 1x1 conditioning, which reads c (C_AUX
+    channels, its own strides) with the same gated gradient, unshifted; its partials go to
+    res_partial (rows of C_OUT*C_AUX + C_OUT). Its programs switch x's pointer and batch stride to
+    c's by a scalar select; c's channel and time strides are switched only where they differ
+    (AUX_SWITCH_*: the host passes neither 1 then), so a unit stride stays a compile-time 1.
+    SPLIT_DY: dy's rows from SPLIT_ROWS on are dy2's rows from 0 (a WaveNet block's skip and
+    residual 1x1s, whose two gradients come apart): no concatenation of the two is written.
     Grid: (input-channel block, output-channel block, tap, chunk) flattened into axis 0.
     """
     pid = tl.program_id(0)
     n_taps = K
-    if RES_TAP:
+    if RES_TAP or AUX_TAP:
         n_taps = K + 1
     pid_ci = pid % N_CI_BLOCKS
     pid_co = (pid // N_CI_BLOCKS) % N_CO_BLOCKS
@@ -523,6 +537,16 @@ def causal_conv1d_weight_grad_kernel(
     if GROUPED:
         pid_g = pid_chunk % N_GROUPS
         pid_chunk = pid_chunk // N_GROUPS
+    if AUX_TAP:
+        is_aux = k == K
+        if is_aux:
+            x_ptr = c_ptr
+        s_x_b = tl.where(is_aux, s_c_b, s_x_b)
+        if AUX_SWITCH_C:
+            s_x_c = tl.where(is_aux, s_c_c, s_x_c)
+        if AUX_SWITCH_T:
+            s_x_t = tl.where(is_aux, s_c_t, s_x_t)
+        C_IN = tl.where(is_aux, C_AUX, C_IN)
     L = _aligned(L, ALIGN)
     DILATION = _aligned(DILATION, ALIGN)
     s_x_c = _aligned(s_x_c, ALIGN)
@@ -531,6 +555,9 @@ def causal_conv1d_weight_grad_kernel(
     s_x_b = _aligned(s_x_b, ALIGN)
     s_dy_b = _aligned(s_dy_b, ALIGN)
     s_y_b = _aligned(s_y_b, ALIGN)
+    if SPLIT_DY:
+        s_dy2_c = _aligned(s_dy2_c, ALIGN)
+        s_dy2_b = _aligned(s_dy2_b, ALIGN)
 
     shift = (K - 1 - k) * DILATION
     if SHIFTED:
@@ -539,6 +566,12 @@ def causal_conv1d_weight_grad_kernel(
     if RES_TAP:
         if k == K:
             grad_ptr, out_ptr, taps, tap, shift = res_dy_ptr, res_partial_ptr, 1, 0, 0
+    if AUX_TAP:
+        if is_aux:
+            out_ptr = res_partial_ptr
+        shift = tl.where(is_aux, 0, shift)
+        taps = tl.where(is_aux, 1, taps)
+        tap = tl.where(is_aux, 0, tap)
     # This tap's time blocks before tb_first read only padding: its items start there.
     if SHIFTED:
         tb_first = tl.minimum(tl.maximum(shift, 0) // BLOCK_T, N_T_BLOCKS)
@@ -549,9 +582,14 @@ def causal_conv1d_weight_grad_kernel(
     per_chunk = tl.cdiv(n_items, N_CHUNKS)
     start = tl.minimum(pid_chunk * per_chunk, n_items)
     n_iter = tl.minimum(per_chunk, n_items - start)
+    if AUX_TAP:  # the input-channel blocks cover the wider of x and c: the rest of this tap's have no work
+        n_iter = tl.where(pid_ci * BLOCK_CI < C_IN, n_iter, 0)
     b = start // tl.maximum(n_tb, 1)
     tb = tb_first + start % tl.maximum(n_tb, 1)
     is_first = (pid_ci == 0) & (k >= K - 1)  # a shift-0 tap of the first input-channel block
+    writes_g = True
+    if AUX_TAP:
+        writes_g = k < K  # g and ds: the gated conv's programs write them, not the conditioning's
 
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     offs_ci = pid_ci * BLOCK_CI + tl.arange(0, BLOCK_CI)
@@ -570,6 +608,9 @@ def causal_conv1d_weight_grad_kernel(
         h = tl.where(first_half, offs_co, offs_co - GATE_ROWS)
         dy_offs = h[:, None] * s_dy_c + offs_tt[None, :] * s_dy_t
         a_offs = h[:, None] * s_y_c + offs_tt[None, :] * s_y_t
+    if SPLIT_DY:
+        lower = (offs_co < SPLIT_ROWS)[:, None]
+        dy2_offs = (offs_co - SPLIT_ROWS)[:, None] * s_dy2_c + offs_tt[None, :] * s_dy2_t
     g_offs = offs_co[:, None] * L + offs_tt[None, :]  # g is allocated contiguous (B, C_OUT, L)
     x_offs = offs_tt[:, None] * s_x_t + offs_ci[None, :] * s_x_c  # x read transposed: (t, i)
 
@@ -580,7 +621,12 @@ def causal_conv1d_weight_grad_kernel(
         b64 = b.to(tl.int64)
         mask_t = offs_tt < L - t0
         mask_g = mask_co[:, None] & mask_t[None, :]
-        g = tl.load(grad_ptr + b64 * s_dy_b + t0 * s_dy_t + dy_offs, mask=mask_g, other=0.0)
+        if SPLIT_DY:
+            g = tl.load(grad_ptr + b64 * s_dy_b + t0 * s_dy_t + dy_offs, mask=mask_g & lower, other=0.0)
+            g2 = tl.load(dy2_ptr + b64 * s_dy2_b + t0 * s_dy2_t + dy2_offs, mask=mask_g & ~lower, other=0.0)
+            g = tl.where(lower, g, g2)
+        else:
+            g = tl.load(grad_ptr + b64 * s_dy_b + t0 * s_dy_t + dy_offs, mask=mask_g, other=0.0)
         if GATE_BY_RELU:
             y = tl.load(y_ptr + b64 * s_y_b + t0 * s_y_t + y_offs, mask=mask_g, other=0.0)
             g = tl.where(y > 0, g, tl.zeros_like(g))
@@ -619,10 +665,11 @@ def causal_conv1d_weight_grad_kernel(
                          other=0.0)
         x_cols = _operand(x_cols, UPCAST)
         if is_first:  # stores cast to the buffers' dtype
-            if WRITE_G:
-                tl.store(g_ptr + b64 * C_OUT * L + t0 + g_offs, g, mask=mask_g)
-            if WRITE_DS:
-                tl.store(ds_ptr + b64 * C_OUT * L + t0 + g_offs, ds, mask=mask_g)
+            if writes_g:
+                if WRITE_G:
+                    tl.store(g_ptr + b64 * C_OUT * L + t0 + g_offs, g, mask=mask_g)
+                if WRITE_DS:
+                    tl.store(ds_ptr + b64 * C_OUT * L + t0 + g_offs, ds, mask=mask_g)
             acc_bias += tl.sum(g.to(acc_bias.dtype), axis=1)
         acc = tl.dot(g, x_cols, acc, input_precision=INPUT_PRECISION)
         # next item: time blocks run fastest within a batch row
