@@ -180,15 +180,20 @@ def test_depthwise_and_grouped_convs_launch_their_kernels():
     assert rec.launches == ["weight_prep_kernel", "causal_conv1d_kernel"]
 
 
-@pytest.mark.parametrize("K", [2, 9])
+@pytest.mark.parametrize("K", [2, 9, 17])
 @pytest.mark.parametrize("channel_last", [False, True], ids=["ncl", "nlc"])
 def test_depthwise_taps_unrolled_and_looped(K, channel_last):
-    check(2, 12, 12, 45, K, 3, 12, "same", nn.PReLU(12), channel_last=channel_last)
+    """Taps unrolled (up to 16 channel-first, their weights one tile; up to 8 channel-last) or looped."""
+    with LaunchRecorder() as rec:
+        check(2, 12, 12, 45, K, 3, 12, "same", nn.PReLU(12), channel_last=channel_last)
+    unrolled = {static["UNROLL"] for name, static in zip(rec.launches, rec.statics)
+                if name == "depthwise_conv1d_kernel"}
+    assert unrolled == {K <= (8 if channel_last else 16)}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("K, dilation, padding", [(8, 1, "causal"), (3, 2, "same"), (4, 3, "anticausal"),
-                                                  (3, 2, "pair")])
+                                                  (3, 2, "pair"), (16, 1, "causal")])
 def test_depthwise_window_path(dtype, K, dilation, padding):
     """Channel-first rows aligned to 16 bytes at dilations below a vector: every tap's operand comes
     from the lanes of the aligned blocks (forward, input gradient, weight gradient). The NaN guard is

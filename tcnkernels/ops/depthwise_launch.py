@@ -15,7 +15,7 @@ from .specs import ConvSpec, Epilogue
 from .triton.depthwise_kernels import depthwise_conv1d_kernel, depthwise_weight_grad_kernel
 from .weight_launch import finalize_weight_grads
 
-MAX_UNROLLED_TAPS = 8
+MAX_UNROLLED_TAPS = 16
 ELEMENTS = 2048  # per program where vectors line up; SCALAR_ELEMENTS where each element has its own address
 SCALAR_ELEMENTS = 512
 
@@ -38,7 +38,19 @@ def _tiles(C, L, channel_last, scalar=False, itemsize=4, reduction=False):
     return block_c, block_t, 4
 
 
-MAX_WINDOW_BLOCKS = 4  # aligned blocks the window path's taps may span (registers: one tile each)
+def _unrolled(K, channel_last):
+    """(UNROLL, W_TAPS): whether the taps are unrolled, and whether the weights of all taps load as one
+    tile (tcnkernels/ops/triton/depthwise_kernels.py). From the static profile (sm_90, width 16, dim
+    1536): unrolled channel-first taps take 1.6 to 2.6 warp-instructions per output against 2.6 to 6.9
+    in the loop (whose shifts are runtime values: at dilation 1 its loads are one element each), with
+    the weights as one tile (per-tap weight vectors: 255 registers at dilation 8, fp32). Channel-last
+    taps beyond 8 stay in the loop: unrolled, fp32 ones take 2.4 against 2.7 but 255 registers against
+    93 (a quarter of the resident warps, for a memory-bound kernel), and 16-bit ones 3.1 against 3.0."""
+    unroll = K <= (8 if channel_last else MAX_UNROLLED_TAPS)
+    return unroll, unroll and not channel_last
+
+
+MAX_WINDOW_BLOCKS = 5  # aligned blocks the window path's taps may span (registers: one tile each)
 
 
 def _window(spec, shape, in_stride, out_stride, dtype, dilation):
@@ -89,6 +101,7 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
     s_hist, h_stride = hist_layout or (0, (0, 0, 0))
     s_seq = seq_stride or (0, 0)
     pre_stride = pre_stride or (0, 0, 0)
+    unroll, w_taps = _unrolled(K, in_stride[1] == 1 and C > 1 and in_stride[2] != 1)
     if needs_int64(((C, L), in_stride[1:]), ((C, L), out_stride[1:])):
         raise ValueError("a depthwise conv row of 2^31 elements or more is not supported")
     static = dict(
@@ -99,7 +112,7 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
         s_pre_b=pre_stride[0], s_pre_c=pre_stride[1], s_pre_t=pre_stride[2],
         S_HIST=s_hist, s_h_b=h_stride[0], s_h_c=h_stride[1], s_h_t=h_stride[2], s_seq_b=s_seq[0],
         s_seq_t=s_seq[1], HISTORY=hist_layout is not None, SEQ_IDX=seq_stride is not None,
-        N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, K=K, UNROLL=K <= MAX_UNROLLED_TAPS, ANTI_CAUSAL=anti_causal,
+        N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, K=K, UNROLL=unroll, W_TAPS=w_taps, ANTI_CAUSAL=anti_causal,
         HAS_BIAS=bias_stride is not None, ACTIVATION=epilogue.activation, ACT_P0=epilogue.act_params[0],
         ACT_P1=epilogue.act_params[1], STORE_PRE=epilogue.store_pre, ACC_FP64=dtype == torch.float64,
         ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)

@@ -7,7 +7,11 @@ time for channel-first tensors and channels for channel-last ones (the host pass
 Triton specialises a stride of 1 and vectorises along it).
 
   the op   y[b, c, t] = act(bias[c] + sum_k w[c, k] * x[b, c, t - (K-1-k)*D + PAD_RIGHT])
-  taps     unrolled (K <= 8: the shifts are compile-time multiples of D) or a loop
+  taps     unrolled (K <= 16: the shifts are compile-time multiples of D) or a loop. Unrolled taps
+           read their weights one (BLOCK_C,) vector each, or (W_TAPS) all of them as one
+           (BLOCK_C, K) tile split into its columns in registers: a per-tap vector of strided
+           weights takes a shared-memory layout conversion each, which at 16 taps costs more
+           instructions and registers than the tile
   window   channel-first rows aligned to 16 bytes with dilations below a vector (the shifts are not
            multiples of it, so shifted loads would be one element each): the host passes the shifts
            as constexprs, the kernel loads the few aligned 16-byte blocks the taps span once, splits
@@ -33,7 +37,7 @@ def depthwise_conv1d_kernel(
     s_h_b, s_h_c, s_h_t, s_seq_b, s_seq_t,
     N_C_BLOCKS, N_T_BLOCKS,
     K: tl.constexpr,
-    UNROLL: tl.constexpr,          # taps unrolled (K <= 8)
+    UNROLL: tl.constexpr,          # taps unrolled (K <= 16)
     ANTI_CAUSAL: tl.constexpr,     # the input gradient: taps read ahead, the weight's taps as they are
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr, ACT_P0: tl.constexpr, ACT_P1: tl.constexpr,
@@ -47,6 +51,7 @@ def depthwise_conv1d_kernel(
     W_PAD_RIGHT: tl.constexpr = 0,
     HISTORY: tl.constexpr = False,  # forward, unrolled or looped taps only (not the window path)
     SEQ_IDX: tl.constexpr = False,
+    W_TAPS: tl.constexpr = False,  # UNROLL: every tap's weights loaded as one (BLOCK_C, K) tile, split in registers
 ):
     """out[b, c, t] = epilogue(sum_k w[c, k] * in[b, c, t -/+ shift_k]), shift_k = (K-1-k)*D - PAD_RIGHT.
 
@@ -89,7 +94,17 @@ def depthwise_conv1d_kernel(
             seq_row = seq_ptr + pid_b.to(tl.int64) * s_seq_b
             seq_t = tl.load(seq_row + offs_t * s_seq_t, mask=offs_t < L, other=-1)
             seq_first = tl.load(seq_row)
-        if UNROLL:
+        if UNROLL and W_TAPS:
+            K_POW2: tl.constexpr = 1 if K == 1 else 2 if K == 2 else 4 if K <= 4 else 8 if K <= 8 else 16
+            offs_k = tl.arange(0, K_POW2)
+            w_all = tl.load(w_row[:, None] + offs_k[None, :] * s_w_k, mask=mask_c[:, None] & (offs_k < K)[None, :],
+                            other=0.0)
+            w_taps = _lanes(w_all, K_POW2, BLOCK_C, 1)  # (split in registers: no data movement)
+            for k in tl.static_range(K):
+                acc = _tap(acc, in_tile, w_taps[k], k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k,
+                           ANTI_CAUSAL, pid_t * BLOCK_T, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t,
+                           HISTORY, SEQ_IDX)
+        elif UNROLL:
             for k in tl.static_range(K):
                 acc = _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k,
                            ANTI_CAUSAL, pid_t * BLOCK_T, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t,
@@ -141,8 +156,11 @@ def _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K: tl.c
     if SEQ_IDX:
         src_seq = tl.load(seq_row + src * s_seq_t, mask=inside, other=seq_first)
         tile = tl.where((src_seq == seq_t)[None, :], tile, tl.zeros_like(tile))
-    w = tl.load(w_row + k * s_w_k, mask=mask_c, other=0.0)
-    return acc + tile.to(acc.dtype) * w.to(acc.dtype)[:, None]
+    if w_row.dtype.is_ptr():
+        w = tl.load(w_row + k * s_w_k, mask=mask_c, other=0.0).to(acc.dtype)[:, None]
+    else:  # this tap's weights, already loaded: (BLOCK_C, 1)
+        w = w_row.to(acc.dtype)
+    return acc + tile.to(acc.dtype) * w
 
 
 @triton.jit
