@@ -123,12 +123,12 @@ def violations(fn_rows):
 
 def held_violations(fn_rows, upd_rows):
     """The budgets the kernels meet today, guarded by the compile tier against regressions: width 4's
-    forward at every dilation, layout and precision, its channel-last backward within 2x the forward,
-    and the update's one launch without spills."""
+    forward at every dilation, layout and precision, its backward within 2x the forward, and the
+    update's one launch without spills."""
     broken = [v for r in fn_rows if r["width"] == 4 for v in _forward_violations(r)]
-    broken += [f"causal_conv1d_fn {r['precision']} width 4 dilation {r['dilation']} channel-last: backward "
+    broken += [f"causal_conv1d_fn {r['precision']} width 4 dilation {r['dilation']} {r['layout']}: backward "
                f"{r['backward_ratio']}x the forward (budget {BACKWARD_RATIO}x)" for r in fn_rows
-               if r["width"] == 4 and r["layout"] == "channel-last" and r["backward_ratio"] > BACKWARD_RATIO]
+               if r["width"] == 4 and r["backward_ratio"] > BACKWARD_RATIO]
     broken += [f"update {r['precision']} width {r['width']} dilation {r['dilation']}: {r['launches']} launches, "
                f"{r['spills']} B spilled" for r in upd_rows if r["launches"] != 1 or r["spills"]]
     return broken
