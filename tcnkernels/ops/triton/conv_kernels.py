@@ -471,15 +471,15 @@ def causal_conv1d_weight_grad_kernel(
     B, C_IN, C_OUT, L, K, DILATION,
     PAD_RIGHT, N_GROUPS, C_OUT_G,    # as in causal_conv1d_kernel
     GATE_ROWS,                       # GATED_GRAD: the gated unit's output channels (C_OUT / 2)
-    C_AUX, SPLIT_ROWS,               # AUX_TAP: c's channels; SPLIT_DY: the rows dy holds
     # Strides, in elements (gate2 has y's)
     s_x_b, s_x_c, s_x_t,
     s_dy_b, s_dy_c, s_dy_t,
     s_y_b, s_y_c, s_y_t,
-    s_c_b, s_c_c, s_c_t,
-    s_dy2_b, s_dy2_c, s_dy2_t,
     # The grid: (input-channel block, output-channel block, tap, chunk); items are (b, time block)
     N_CO_BLOCKS, N_CI_BLOCKS, N_T_BLOCKS, N_CHUNKS,
+    # AUX_TAP: c's channels and strides; SPLIT_DY: the rows dy holds, dy2's strides
+    C_AUX, s_c_b, s_c_c, s_c_t,
+    SPLIT_ROWS, s_dy2_b, s_dy2_c, s_dy2_t,
     SHIFTED: tl.constexpr,           # PAD_RIGHT != 0
     GROUPED: tl.constexpr,           # N_GROUPS > 1
     # Gates and stores
