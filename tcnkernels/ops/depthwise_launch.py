@@ -56,7 +56,7 @@ def _unrolled(K, channel_last):
     in the loop (whose shifts are runtime values: at dilation 1 its loads are one element each), with
     the weights as one tile (per-tap weight vectors: 255 registers at dilation 8, fp32). Channel-last
     taps beyond 8 stay in the loop: unrolled, fp32 ones take 2.4 against 2.7 but 255 registers against
-    93 (a quarter of the resident warps, for a memory-bound kernel), and 16-bit ones 3.1 against 3.0."""
+    64 (a quarter of the resident warps, for a memory-bound kernel), and 16-bit ones 3.1 against 3.0."""
     unroll = K <= (8 if channel_last else MAX_UNROLLED_TAPS)
     return unroll, unroll and not channel_last
 
