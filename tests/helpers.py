@@ -95,3 +95,41 @@ def assert_same_as_library(ours, theirs, got, want, build):
     fresh = build()
     fresh.load_state_dict(ours.state_dict(), strict=True)
     ours.load_state_dict(fresh.state_dict(), strict=True)
+
+
+class BigOps(TorchDispatchMode):
+    """The PyTorch ops outside tcnkernels' launches (the interpreter's own tensor handling inside a
+    launch is not counted) whose output has at least `numel` elements: the passes over
+    activations that the fused kernels do not make."""
+
+    def __init__(self, numel):
+        super().__init__()
+        self.numel, self.ops, self.launching = numel, [], False
+
+    def __enter__(self):
+        self._launch = launching.launch
+
+        def launch(*args):
+            self.launching = True
+            try:
+                return self._launch(*args)
+            finally:
+                self.launching = False
+
+        launching.launch = launch
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        launching.launch = self._launch
+        return super().__exit__(*exc)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        allocation = str(func).startswith(("aten.empty", "aten.new_empty", "aten.fill", "aten.detach", "aten.view",
+                                           "aten.slice", "aten.split", "aten.alias", "aten.transpose",
+                                           "aten.as_strided"))
+        if not self.launching and not allocation \
+                and any(isinstance(o, torch.Tensor) and o.numel() >= self.numel for o in outs):
+            self.ops.append(str(func))
+        return out

@@ -183,12 +183,12 @@ def test_depthwise_and_grouped_convs_launch_their_kernels():
 @pytest.mark.parametrize("K", [2, 9, 17])
 @pytest.mark.parametrize("channel_last", [False, True], ids=["ncl", "nlc"])
 def test_depthwise_taps_unrolled_and_looped(K, channel_last):
-    """Taps unrolled (up to 16 channel-first, their weights one tile; up to 8 channel-last) or looped."""
+    """Taps unrolled (up to 16, with constexpr shifts; channel-first ones' weights one tile) or looped."""
     with LaunchRecorder() as rec:
         check(2, 12, 12, 45, K, 3, 12, "same", nn.PReLU(12), channel_last=channel_last)
     unrolled = {static["UNROLL"] for name, static in zip(rec.launches, rec.statics)
                 if name == "depthwise_conv1d_kernel"}
-    assert unrolled == {K <= (8 if channel_last else 16)}
+    assert unrolled == {K <= 16}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

@@ -7,7 +7,7 @@ import torch
 from test_short_conv import _close, _view, reference
 
 import tcnkernels
-from helpers import LaunchRecorder, assert_close_to_reference
+from helpers import BigOps, LaunchRecorder, assert_close_to_reference
 from tcnkernels.ops import launching
 from tcnkernels.ops import short_conv as ops
 from tcnkernels.short_conv import causal_conv1d_fn, causal_conv1d_update
@@ -125,10 +125,38 @@ def test_backward_with_seq_idx_on_the_kernels(width, dilation, channel_last, sta
     with LaunchRecorder() as rec:
         out = causal_conv1d_fn(x, w, b, seq_idx=seq_idx, initial_states=init, activation="silu", dilation=dilation)
         grads = torch.autograd.grad(out, leaves, dout)
-    assert "depthwise_weight_grad_kernel" in rec.launches and rec.launches.count("depthwise_conv1d_kernel") == 3
+    # forward, recompute, input gradient (and with states the states' gradient)
+    assert "depthwise_weight_grad_kernel" in rec.launches
+    assert rec.launches.count("depthwise_conv1d_kernel") == (4 if states else 3)
     ins = [t.detach().double().requires_grad_(True) for t in leaves]
     ref, _ = reference(ins[0], ins[1], ins[2], dilation, ins[3] if states else None, seq_idx=seq_idx,
                        activation="silu")
+    want = torch.autograd.grad(ref, ins, dout.double())
+    for name, got, ref_grad in zip(["dx", "dweight", "dbias", "dinit"], grads, want):
+        _close(name, got, ref_grad, torch.float32)
+
+
+@pytest.mark.parametrize("channel_last", [False, True], ids=["ncl", "nlc"])
+@pytest.mark.parametrize("seqlen", [5, 40])
+def test_backward_reads_the_initial_states_in_place(channel_last, seqlen):
+    """With initial states the backward's recompute reads them beside x and their taps run on
+    their own few columns: no PyTorch op copies a tensor as large as x (not x, its gradient or dx),
+    and the gradients, dinit's included, meet the formula (seqlen 5 < S: the states' gradient from
+    a gradient shorter than they are)."""
+    gen = torch.Generator().manual_seed(seqlen)
+    batch, dim, width, dilation = 2, 20, 4, 3
+    S = (width - 1) * dilation
+    x = _view(_randn((batch, dim, seqlen), gen), channel_last).requires_grad_(True)
+    w, b = _randn((dim, width), gen).requires_grad_(True), _randn((dim,), gen).requires_grad_(True)
+    init = _randn((batch, dim, S), gen).requires_grad_(True)
+    out = causal_conv1d_fn(x, w, b, initial_states=init, activation="silu", dilation=dilation)
+    dout = torch.empty_like(out).copy_(_randn(out.shape, gen))
+    with BigOps(x.numel()) as big:
+        grads = torch.autograd.grad(out, (x, w, b, init), dout)
+    copies = [op for op in big.ops if op.startswith(("aten.copy", "aten.cat", "aten.clone", "aten.constant_pad"))]
+    assert copies == [] or seqlen < 2 * S, big.ops  # (below 2S the states' 2S columns outnumber x's)
+    ins = [t.detach().double().requires_grad_(True) for t in (x, w, b, init)]
+    ref, _ = reference(*ins[:3], dilation, ins[3], activation="silu")
     want = torch.autograd.grad(ref, ins, dout.double())
     for name, got, ref_grad in zip(["dx", "dweight", "dbias", "dinit"], grads, want):
         _close(name, got, ref_grad, torch.float32)
@@ -393,3 +421,35 @@ def test_channel_last_weight_gradient_in_channel_wide_tiles(dtype, dim):
     same = [t.to(dtype) for t in ref_grads]
     for name, got, r64, r in zip(("dx", "dw", "db"), (dx, dw, db), ref_grads, same):
         assert_close_to_reference(name, got, r64, r)
+
+
+FP32, BF16 = torch.float32, torch.bfloat16
+INTERIOR_CASES = [  # layout, dtype, dim, seqlen, width, dilation: tiles inside the sequence and channels, and at edges
+    ("ncl", FP32, 20, 700, 16, 8), ("ncl", FP32, 20, 700, 16, 1), ("ncl", FP32, 20, 700, 5, 3),
+    ("ncl", FP32, 20, 700, 17, 2), ("ncl", BF16, 20, 700, 16, 1), ("ncl", BF16, 20, 700, 16, 8),
+    ("nlc", FP32, 136, 200, 16, 8), ("nlc", FP32, 136, 200, 17, 1), ("nlc", BF16, 136, 200, 4, 1)]
+
+
+@pytest.mark.parametrize("layout, dtype, dim, seqlen, width, dilation", INTERIOR_CASES, ids=str)
+def test_programs_inside_the_sequence_take_unmasked_taps(layout, dtype, dim, seqlen, width, dilation):
+    """Programs whose taps read only columns inside [0, L) and whose channels are all inside C load
+    unmasked; the others mask. Both meet the formula in one launch (forward and input gradient),
+    on slices of wider NaN-filled tensors (a read past a row's edge would show)."""
+    from tools.static_profile.profile import depthwise_interior
+
+    gen = torch.Generator().manual_seed(seqlen + width)
+    x = _view(_randn((2, dim, seqlen), gen).to(dtype), layout == "nlc").requires_grad_(True)
+    w, b = _randn((dim, width), gen).to(dtype).requires_grad_(True), _randn((dim,), gen).to(dtype).requires_grad_(True)
+    with LaunchRecorder() as rec:
+        out = causal_conv1d_fn(x, w, b, activation="silu", dilation=dilation)
+        dout = torch.empty_like(out).copy_(_randn(out.shape, gen))  # out's layout
+        dx, dw, db = torch.autograd.grad(out, (x, w, b), dout)
+    inside = [depthwise_interior(dict(s, L=seqlen, C=dim)) for name, s in zip(rec.launches, rec.statics)
+              if name == "depthwise_conv1d_kernel"]
+    assert len(inside) == 3 and all(0 < f < 1 for f in inside), inside  # forward, recompute, input gradient
+    x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
+    ref = torch.nn.functional.silu(reference(x64, w64, b64, dilation)[0])
+    ref_grads = torch.autograd.grad(ref, (x64, w64, b64), dout.double())
+    _close("out", out, ref.detach(), dtype)
+    for name, got, r64 in zip(("dx", "dw", "db"), (dx, dw, db), ref_grads):
+        _close(name, got, r64, dtype)

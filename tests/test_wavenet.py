@@ -8,11 +8,9 @@ import pytest
 import scipy.signal
 import scipy.signal.windows
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import tcnkernels
-from helpers import LaunchRecorder
-from tcnkernels.ops import launching
+from helpers import BigOps, LaunchRecorder
 
 scipy.signal.kaiser = scipy.signal.windows.kaiser  # parallel_wavegan 0.6.1 imports it from where scipy 1.13 removed it
 from parallel_wavegan.layers import WaveNetResidualBlock  # noqa: E402
@@ -73,45 +71,6 @@ def test_wavenet_block_dropout_and_checks():
         tcnkernels.WaveNetBlock(4, 7, 4, 3, 1)
 
 
-
-class _BigOps(TorchDispatchMode):
-    """The PyTorch ops outside tcnkernels' launches (the interpreter's own tensor handling inside a
-    launch is not counted) whose output has at least `numel` elements: the passes over
-    activations that the fused kernels do not make."""
-
-    def __init__(self, numel):
-        super().__init__()
-        self.numel, self.ops, self.launching = numel, [], False
-
-    def __enter__(self):
-        self._launch = launching.launch
-
-        def launch(*args):
-            self.launching = True
-            try:
-                return self._launch(*args)
-            finally:
-                self.launching = False
-
-        launching.launch = launch
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        launching.launch = self._launch
-        return super().__exit__(*exc)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        allocation = str(func).startswith(("aten.empty", "aten.new_empty", "aten.fill", "aten.detach", "aten.view",
-                                           "aten.slice", "aten.split", "aten.alias", "aten.transpose",
-                                           "aten.as_strided"))
-        if not self.launching and not allocation \
-                and any(isinstance(o, torch.Tensor) and o.numel() >= self.numel for o in outs):
-            self.ops.append(str(func))
-        return out
-
-
 @pytest.mark.parametrize("aux", [5, 0])
 def test_the_fused_block_reads_c_beside_x_and_adds_the_residual_in_its_epilogue(aux):
     """Forward: one weight preparation and two conv launches, and no PyTorch pass over an
@@ -123,11 +82,11 @@ def test_the_fused_block_reads_c_beside_x_and_adds_the_residual_in_its_epilogue(
     B, T = 2, 300  # activations larger than any weight
     x = torch.randn(B, 6, T, requires_grad=True)
     c = torch.randn(B, aux, T, requires_grad=True) if aux else None
-    with LaunchRecorder() as forward, _BigOps(B * T) as big:
+    with LaunchRecorder() as forward, BigOps(B * T) as big:
         out, skip = block(x, c)
     assert sorted(forward.launches) == ["causal_conv1d_kernel"] * 2 + ["weight_prep_kernel"]
     assert big.ops == [], big.ops
-    with LaunchRecorder() as backward, _BigOps(B * T) as big:
+    with LaunchRecorder() as backward, BigOps(B * T) as big:
         torch.autograd.backward((out, skip), (torch.randn_like(out), torch.randn_like(skip)))
     assert sorted(backward.launches) == (["causal_conv1d_kernel"] * (3 if aux else 2)
                                          + ["causal_conv1d_weight_grad_kernel"] * 2

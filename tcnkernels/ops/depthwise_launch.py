@@ -50,14 +50,15 @@ def _tiles(C, L, channel_last, scalar=False, itemsize=4, reduction=False):
 
 
 def _unrolled(K, channel_last):
-    """(UNROLL, W_TAPS): whether the taps are unrolled, and whether the weights of all taps load as one
-    tile (tcnkernels/ops/triton/depthwise_kernels.py). From the static profile (sm_90, width 16, dim
-    1536): unrolled channel-first taps take 1.6 to 2.6 warp-instructions per output against 2.6 to 6.9
-    in the loop (whose shifts are runtime values: at dilation 1 its loads are one element each), with
-    the weights as one tile (per-tap weight vectors: 255 registers at dilation 8, fp32). Channel-last
-    taps beyond 8 stay in the loop: unrolled, fp32 ones take 2.4 against 2.7 but 255 registers against
-    64 (a quarter of the resident warps, for a memory-bound kernel), and 16-bit ones 3.1 against 3.0."""
-    unroll = K <= (8 if channel_last else MAX_UNROLLED_TAPS)
+    """(UNROLL, W_TAPS): whether the taps are unrolled (their shifts then constexprs: CONST_SHIFTS),
+    and whether the weights of all taps load as one tile (tcnkernels/ops/triton/depthwise_kernels.py).
+    From the static profile (sm_90, width 16, dim 1536): unrolled taps with constexpr shifts take
+    1.4 to 2.4 warp-instructions per output against 2.6 to 6.9 in the loop (runtime shifts: at
+    dilation 1 its loads are one element each, and every tap's addresses are computed). Channel-
+    first taps load their weights as one tile (per-tap weight vectors: a shared-memory layout
+    conversion each, 255 registers at dilation 8, fp32); channel-last ones one vector per tap (as
+    a tile: up to 255 registers, fp32, and no fewer instructions)."""
+    unroll = K <= MAX_UNROLLED_TAPS
     return unroll, unroll and not channel_last
 
 
@@ -129,6 +130,8 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
         ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
     if window:
         static.update(WINDOW=window, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
+    elif unroll:
+        static.update(CONST_SHIFTS=True, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
     return (B * n_c * n_t,), static
 
 
@@ -191,6 +194,8 @@ def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device, 
         ACC_FP64=dtype == torch.float64, ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
     if window:
         static.update(WINDOW=window, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
+    elif x_stride[2] == 1:  # each tap's offset an immediate of its loads (channel-last: a multiple of C)
+        static.update(CONST_SHIFTS=True, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
     return (n_chunks * n_c,), static, n_chunks, torch.float64 if dtype == torch.float64 else torch.float32
 
 

@@ -6,8 +6,9 @@
              equals the output's, and outputs whose seq_idx < 0 are 0
   kernels    the depthwise Triton kernels (weight and bias in their own dtypes, loaded into the fp32
              accumulator; initial states in x's), seq_idx read by every kernel beside its tensors.
-             The forward reads x and the initial states where they are, one launch; the backward
-             runs on xs (a copy of the history and x, in x's layout)
+             The forward and the recompute read x and the initial states where they are (no
+             copy of x); the states' gradient and their share of dweight come from the first S
+             columns of the gradient and the states (copies of at most 2S columns per row)
   torch      the rest (states in another dtype, fp64 mixed with others, the torch backend),
              accumulated in fp32 (fp64 for fp64)
   backward   recomputes the pre-activation in fp32 (the caller may have modified the output in
@@ -161,6 +162,24 @@ def forward(x, weight, bias, seq_idx, initial_states, dilation, silu):
                              history=initial_states if weight.shape[1] > 1 else None, seq_idx=seq_idx)
 
 
+def _history_grads(g, history, w3, spec, seq_idx, dtype):
+    """(the initial states' gradient (B, C, S), their taps' share of dweight) from g's first
+    head = min(S, L) columns: the only ones whose taps reach the states. Both kernels run on (B, C,
+    S + head) tensors: g's head behind S zeros, and the states followed by head zero columns, so
+    that the weight gradient sums the states' products alone (copies of at most 2S columns a row,
+    never of x)."""
+    B, C, S = history.shape
+    head = min(S, g.shape[2])
+    seq = None if seq_idx is None else history_seq_idx(seq_idx[:, :head], S)
+    g_head = _with_history(g[..., :head], None, S)
+    states = new_output_as(history, (B, C, S + head))
+    states[..., :S].copy_(history)
+    states[..., S:].zero_()
+    dh = depthwise_input_grad(g_head, w3, spec=spec, out_dtype=dtype, seq_idx=seq)[..., :S]
+    dw, _ = depthwise_weight_grad(g_head, states, w3, spec=spec, seq_idx=seq)
+    return dh, dw
+
+
 def backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
     """(dx, dweight, dbias, dinitial_states), each in its input's dtype, dx in dout's layout
     (dbias, dinitial_states: empty tensors without a bias, without initial states)."""
@@ -171,22 +190,21 @@ def backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
     else:
         plain = _spec(weight.shape[1], dilation, False)
         w3 = weight.unsqueeze(1)
-        xs = x if initial_states is None else _with_history(x, initial_states, S)
-        # xs's sequence ids: the history continues each row's first sequence
-        seq = seq_idx if seq_idx is None or initial_states is None else history_seq_idx(seq_idx, S)
+        history = initial_states if S else None  # read beside x where the forward reads it: no copy of x
         g = dout
         if silu:  # dz in fp32, as a fused backward keeps it (16-bit dz would cost dweight ~2^-9 per term)
-            acc = acc_dtype(x)
-            pre = depthwise_forward(xs, w3, bias, spec=plain, out_dtype=acc, seq_idx=seq)
-            g = activation_backward(dout.to(acc), pre if initial_states is None else pre[..., S:], SILU)[0]
-        if initial_states is not None:
-            g = _with_history(g, None, S)  # the S leading outputs were dropped: no gradient
+            pre = depthwise_forward(x, w3, bias, spec=plain, out_dtype=acc_dtype(x), history=history, seq_idx=seq_idx)
+            g = activation_backward(dout.to(pre.dtype), pre, SILU)[0]
         # with seq_idx the kernels mask each tap to its sequence; outputs outside every sequence
         # (seq_idx < 0) give no gradient (the weight gradient ignores their g, dx there is 0)
-        dxs = depthwise_input_grad(g, w3, spec=plain, out_dtype=x.dtype, seq_idx=seq)
-        dw, db = depthwise_weight_grad(g, xs, w3, spec=plain, seq_idx=seq)
+        dx = _in_layout_of(dout, depthwise_input_grad(g, w3, spec=plain, out_dtype=x.dtype, seq_idx=seq_idx))
+        dw, db = depthwise_weight_grad(g, x, w3, spec=plain, seq_idx=seq_idx)
+        if history is not None:  # the states' taps: their gradient, and their products' share of dw
+            dxs, dw_history = _history_grads(g, history, w3, plain, seq_idx, x.dtype)
+            dw = dw + dw_history
+        elif initial_states is not None:  # width 1: no history
+            dxs = initial_states.new_zeros(initial_states.shape)
         dw = dw.reshape(weight.shape)
-        dx = _in_layout_of(dout, dxs) if initial_states is None else _copy_as(dout, dxs[..., S:])
     dh = x.new_empty(0) if initial_states is None else dxs[..., :S].to(initial_states.dtype).contiguous()
     db = x.new_empty(0) if bias is None else db.to(bias.dtype)
     return dx.to(x.dtype), dw.to(weight.dtype), db, dh

@@ -58,6 +58,27 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
+def depthwise_interior(a):
+    """The fraction of the depthwise kernel's programs that take its unmasked taps: their tile's
+    channels all inside C and the input columns their taps read all inside [0, L) (the kernel's
+    `interior`, from its constexprs and sizes). None where every program takes the masked taps."""
+    if a.get("TILES", 0) or a.get("SEQ_IDX"):
+        return None
+    K, T = a["K"], a["BLOCK_T"]
+    if a.get("WINDOW", 0):
+        V, D, P, sign = a["WINDOW"], a["W_DILATION"], a["W_PAD_RIGHT"], -1 if a["ANTI_CAUSAL"] else 1
+        back = -(-max(sign * ((K - 1) * D - P), -sign * P) // V) * V
+        ahead = max((V - 1 - min(sign * ((K - 1) * D - P), -sign * P)) // V, 0) * V
+    else:
+        reach = (K - 1) * a["DILATION"] - a["PAD_RIGHT"]
+        back, ahead = (a["PAD_RIGHT"], reach) if a["ANTI_CAUSAL"] else (reach, a["PAD_RIGHT"])
+        ahead = max(ahead, 0)
+    n_t, n_c = a["N_T_BLOCKS"], a["N_C_BLOCKS"]
+    inside_t = sum(1 for i in range(n_t) if i * T >= back and i * T + T + ahead <= a["L"])
+    inside_c = sum(1 for j in range(n_c) if (j + 1) * a["BLOCK_C"] <= a["C"])
+    return inside_t * inside_c / (n_t * n_c)
+
+
 def work_model(launch):
     """{role, layer (C_in, C_out, K, dilation), trips, per_cta} of one launch."""
     a = launch.named
@@ -82,7 +103,8 @@ def work_model(launch):
                     trips=items, per_cta=items * a["BLOCK_T"] * a["BLOCK_CO"], epilogue="+".join(gates))
     if name == "depthwise_conv1d_kernel":
         return dict(role="input-grad" if a["ANTI_CAUSAL"] else "forward", layer=(a["C"], a["C"], a["K"], a["DILATION"]),
-                    trips=1 if a["UNROLL"] else a["K"], per_cta=a["BLOCK_C"] * a["BLOCK_T"])
+                    trips=1 if a["UNROLL"] else a["K"], per_cta=a["BLOCK_C"] * a["BLOCK_T"],
+                    interior=depthwise_interior(a))
     if name == "depthwise_weight_grad_kernel":
         items = _cdiv(a["B"] * a["N_T_BLOCKS"], a["N_CHUNKS"])
         return dict(role="weight-grad", layer=(a["C"], a["C"], a["K"], a["DILATION"]), trips=items,

@@ -10,6 +10,7 @@ gradient. A gated unit's conv computes two channels per output; its counts are p
 compare with the plain conv's. The depthwise kernels are profiled on
 Conv-TasNet-like layers, channel-first and channel-last. Counted, not timed.
 """
+import dataclasses
 
 from .launches import op_launches
 from .profile import PROFILE_CONFIGS, work_model
@@ -26,11 +27,26 @@ DEPTHWISE_LAYERS = ((512, 2000, 3, (1, 2, 4, 8, 16, 32, 64, 128)), (256, 4000, 8
 VARIANT_CONFIGS = ("seq-mnist", "char-ptb")
 
 
+def _instructions(binary, trips):
+    return binary.outside + trips * binary.loop
+
+
 def _per_output(launch, arch, gated=False):
+    """(role, the shipped binary, warp-instructions per output). A kernel whose programs branch
+    between an interior and an edge path (the depthwise kernel's unmasked and masked taps) is
+    counted path by path: each compiled alone (TILES 1 and 2: the same code as its branch of the
+    shipped binary), weighted by the fraction of programs that take it in this launch's grid."""
     work = work_model(launch)
     binary = compile_launch(launch, arch)
     per_cta = work["per_cta"] * (2 if gated else 1)
-    return work["role"], binary, binary.num_warps * (binary.outside + work["trips"] * binary.loop) / per_cta
+    interior = work.get("interior")
+    if interior is None:
+        count = _instructions(binary, work["trips"])
+    else:
+        inner, edge = (compile_launch(dataclasses.replace(launch, named={**launch.named, "TILES": tiles}), arch)
+                       for tiles in (1, 2))
+        count = interior * _instructions(inner, work["trips"]) + (1 - interior) * _instructions(edge, work["trips"])
+    return work["role"], binary, binary.num_warps * count / per_cta
 
 
 def variant_rows(configs=VARIANT_CONFIGS, precisions=("tf32", "bf16"), arch=90):
