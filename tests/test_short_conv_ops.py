@@ -125,9 +125,12 @@ def test_backward_with_seq_idx_on_the_kernels(width, dilation, channel_last, sta
     with LaunchRecorder() as rec:
         out = causal_conv1d_fn(x, w, b, seq_idx=seq_idx, initial_states=init, activation="silu", dilation=dilation)
         grads = torch.autograd.grad(out, leaves, dout)
-    # forward, recompute, input gradient (and with states the states' gradient)
-    assert "depthwise_weight_grad_kernel" in rec.launches
-    assert rec.launches.count("depthwise_conv1d_kernel") == (4 if states else 3)
+    # forward, (recompute,) input gradient (and with states the states' gradient); the weight gradient
+    # recomputes the pre-activation itself up to width 16 channel-first, 8 channel-last
+    recomputed = width <= (8 if channel_last else 16)
+    assert rec.launches.count("depthwise_conv1d_kernel") == 2 + (not recomputed) + states
+    weight_grads = [s for name, s in zip(rec.launches, rec.statics) if name == "depthwise_weight_grad_kernel"]
+    assert weight_grads[0].get("RECOMPUTE", 0) == (7 if recomputed else 0) and weight_grads[0]["SEQ_IDX"]
     ins = [t.detach().double().requires_grad_(True) for t in leaves]
     ref, _ = reference(ins[0], ins[1], ins[2], dilation, ins[3] if states else None, seq_idx=seq_idx,
                        activation="silu")
@@ -424,17 +427,24 @@ def test_channel_last_weight_gradient_in_channel_wide_tiles(dtype, dim):
 
 
 FP32, BF16 = torch.float32, torch.bfloat16
-INTERIOR_CASES = [  # layout, dtype, dim, seqlen, width, dilation: tiles inside the sequence and channels, and at edges
-    ("ncl", FP32, 20, 700, 16, 8), ("ncl", FP32, 20, 700, 16, 1), ("ncl", FP32, 20, 700, 5, 3),
-    ("ncl", FP32, 20, 700, 17, 2), ("ncl", BF16, 20, 700, 16, 1), ("ncl", BF16, 20, 700, 16, 8),
-    ("nlc", FP32, 136, 200, 16, 8), ("nlc", FP32, 136, 200, 17, 1), ("nlc", BF16, 136, 200, 4, 1)]
+SLOW = pytest.mark.slow
+INTERIOR_CASES = [  # layout, dtype, dim, seqlen, width, dilation: tiles inside the sequence and channels, and at
+    # edges (dims past a whole channel block of every kernel: the weight gradient's reach 128 channel-first, and
+    # 512 fp32 or 1024 bf16 channel-last)
+    ("ncl", FP32, 136, 400, 16, 1), ("ncl", FP32, 136, 400, 5, 3), ("nlc", FP32, 520, 200, 8, 2),
+    ("nlc", BF16, 1030, 100, 4, 1),
+    *(pytest.param(*case, marks=SLOW) for case in (
+        ("ncl", FP32, 136, 400, 16, 8), ("ncl", FP32, 136, 400, 17, 2), ("ncl", BF16, 136, 700, 16, 1),
+        ("ncl", BF16, 136, 700, 16, 8), ("nlc", FP32, 520, 200, 16, 8), ("nlc", FP32, 520, 200, 17, 1)))]
 
 
 @pytest.mark.parametrize("layout, dtype, dim, seqlen, width, dilation", INTERIOR_CASES, ids=str)
 def test_programs_inside_the_sequence_take_unmasked_taps(layout, dtype, dim, seqlen, width, dilation):
-    """Programs whose taps read only columns inside [0, L) and whose channels are all inside C load
-    unmasked; the others mask. Both meet the formula in one launch (forward and input gradient),
-    on slices of wider NaN-filled tensors (a read past a row's edge would show)."""
+    """Programs (the weight gradient's: items) whose taps read only columns inside [0, L) and whose
+    channels are all inside C load unmasked; the others mask. Both meet the formula in one launch
+    (forward, input and weight gradients), on slices of wider NaN-filled tensors (a read past a
+    row's edge would show). Up to width 16 channel-first and 8 channel-last, the weight gradient
+    recomputes the pre-activation itself; beyond, a forward launch does."""
     from tools.static_profile.profile import depthwise_interior
 
     gen = torch.Generator().manual_seed(seqlen + width)
@@ -444,12 +454,47 @@ def test_programs_inside_the_sequence_take_unmasked_taps(layout, dtype, dim, seq
         out = causal_conv1d_fn(x, w, b, activation="silu", dilation=dilation)
         dout = torch.empty_like(out).copy_(_randn(out.shape, gen))  # out's layout
         dx, dw, db = torch.autograd.grad(out, (x, w, b), dout)
-    inside = [depthwise_interior(dict(s, L=seqlen, C=dim)) for name, s in zip(rec.launches, rec.statics)
-              if name == "depthwise_conv1d_kernel"]
-    assert len(inside) == 3 and all(0 < f < 1 for f in inside), inside  # forward, recompute, input gradient
+    launched = [(name, s) for name, s in zip(rec.launches, rec.statics) if name.startswith("depthwise")]
+    recomputed = width <= (16 if layout == "ncl" else 8)
+    assert [s.get("RECOMPUTE", 0) for name, s in launched if name == "depthwise_weight_grad_kernel"] == [
+        7 if recomputed else 0]
+    assert len(launched) == (3 if recomputed else 4)  # forward, (recompute,) input and weight gradients
+    inside = [depthwise_interior(dict(s, L=seqlen, C=dim)) for _, s in launched]
+    assert all(0 < f < 1 for f in inside), inside
     x64, w64, b64 = (t.detach().double().requires_grad_(True) for t in (x, w, b))
     ref = torch.nn.functional.silu(reference(x64, w64, b64, dilation)[0])
     ref_grads = torch.autograd.grad(ref, (x64, w64, b64), dout.double())
     _close("out", out, ref.detach(), dtype)
     for name, got, r64 in zip(("dx", "dw", "db"), (dx, dw, db), ref_grads):
+        _close(name, got, r64, dtype)
+
+
+RECOMPUTED_CASES = [  # x layout, dout layout, dtype, bias, width, dilation
+    ("ncl", "ncl", FP32, True, 4, 1), ("ncl", "nlc", BF16, False, 16, 2), ("nlc", "ncl", FP32, True, 8, 3),
+    ("nlc", "nlc", BF16, True, 3, 1), ("ncl", "ncl", torch.float64, False, 5, 2)]
+
+
+@pytest.mark.parametrize("x_layout, dout_layout, dtype, bias, width, dilation", RECOMPUTED_CASES, ids=str)
+def test_weight_gradient_recomputes_the_pre_activation(x_layout, dout_layout, dtype, bias, width, dilation):
+    """Up to width 16 channel-first and 8 channel-last, the SiLU backward is three launches: the
+    weight gradient recomputes z from the taps it loads, writes dz for the input gradient, then
+    the finalize and the input gradient; no PyTorch pass over the activations. dout in either
+    layout (its own strides), with or without a bias, against the formula in fp64."""
+    gen = torch.Generator().manual_seed(width * 10 + dilation)
+    dim, seqlen = 20, 150
+    x = _view(_randn((2, dim, seqlen), gen).to(dtype), x_layout == "nlc").requires_grad_(True)
+    w = _randn((dim, width), gen).to(dtype).requires_grad_(True)
+    b = _randn((dim,), gen).to(dtype).requires_grad_(True) if bias else None
+    out = causal_conv1d_fn(x, w, b, activation="silu", dilation=dilation)
+    dout = _view(_randn((2, dim, seqlen), gen).to(dtype), dout_layout == "nlc")
+    leaves = [t for t in (x, w, b) if t is not None]
+    with LaunchRecorder() as rec, BigOps(dim * seqlen) as big:
+        grads = torch.autograd.grad(out, leaves, dout)
+    assert rec.launches == ["depthwise_weight_grad_kernel", "weight_grad_finalize_kernel", "depthwise_conv1d_kernel"]
+    assert rec.statics[0]["RECOMPUTE"] == 7 and rec.statics[0].get("HAS_BIAS", False) == bias
+    assert not big.ops, big.ops
+    assert (grads[0].stride(1) == 1) == (dout_layout == "nlc")  # dx in dout's layout
+    ins = [t.detach().double().requires_grad_(True) for t in leaves]
+    ref = torch.nn.functional.silu(reference(ins[0], ins[1], ins[2] if bias else None, dilation)[0])
+    for name, got, r64 in zip(("dx", "dw", "db"), grads, torch.autograd.grad(ref, ins, dout.double())):
         _close(name, got, r64, dtype)

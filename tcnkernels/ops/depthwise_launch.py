@@ -12,7 +12,8 @@ import triton
 from . import launching
 from .launching import alignment, needs_int64, new_output, new_output_as, plan_cache, shift_unit
 from .specs import ConvSpec, Epilogue
-from .triton.depthwise_kernels import depthwise_conv1d_kernel, depthwise_weight_grad_kernel
+from .triton.depthwise_grad_kernels import depthwise_weight_grad_kernel
+from .triton.depthwise_kernels import depthwise_conv1d_kernel
 from .weight_launch import finalize_weight_grads
 
 MAX_UNROLLED_TAPS = 16
@@ -62,6 +63,11 @@ def _unrolled(K, channel_last):
     return unroll, unroll and not channel_last
 
 
+def _channel_last(stride, C):
+    """Whether tensors of these (B, C, L) strides are channel-last (channels contiguous, C > 1)."""
+    return stride[1] == 1 and C > 1 and stride[2] != 1
+
+
 MAX_WINDOW_BLOCKS = 5  # aligned blocks the window path's taps may span (registers: one tile each)
 
 
@@ -92,7 +98,7 @@ def _geometry(spec, shape, in_stride, out_stride, dtype, reduction=False, no_win
         align = window
     else:
         align = alignment(dtype.itemsize, L, dilation, spec.pad_right, *in_stride[:2], *out_stride[:2])
-    channel_last = in_stride[1] == 1 and C > 1 and in_stride[2] != 1
+    channel_last = _channel_last(in_stride, C)
     # One address per element where the contiguous dimension's vectors do not line up: along time
     # (channel-first) ALIGN says so; along channels (channel-last), C and the time strides do.
     scalar = (alignment(dtype.itemsize, C, in_stride[0], in_stride[2], out_stride[0], out_stride[2]) == 1
@@ -113,7 +119,7 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
     s_hist, h_stride = hist_layout or (0, (0, 0, 0))
     s_seq = seq_stride or (0, 0)
     pre_stride = pre_stride or (0, 0, 0)
-    unroll, w_taps = _unrolled(K, in_stride[1] == 1 and C > 1 and in_stride[2] != 1)
+    unroll, w_taps = _unrolled(K, _channel_last(in_stride, C))
     if needs_int64(((C, L), in_stride[1:]), ((C, L), out_stride[1:])):
         raise ValueError("a depthwise conv row of 2^31 elements or more is not supported")
     static = dict(
@@ -165,23 +171,29 @@ def depthwise_forward(x, weight, bias=None, *, spec: ConvSpec, epilogue: Optiona
 _PLAIN = Epilogue()
 
 
-def depthwise_input_grad(g, weight, *, spec: ConvSpec, out_dtype=None, seq_idx=None):
+def depthwise_input_grad(g, weight, *, spec: ConvSpec, out_dtype=None, seq_idx=None, like=None):
     """dx[b, c, t] = sum_k w[c, k] g[b, c, t + shift_k]: the forward kernel with taps read ahead; dx
-    in g's layout and dtype (or out_dtype). With `seq_idx`, the forward's: terms only within a
-    sequence, dx 0 outside every sequence."""
-    dx = new_output_as(g, g.shape, out_dtype)
+    in g's layout (or like's) and dtype (or out_dtype). With `seq_idx`, the forward's: terms only
+    within a sequence, dx 0 outside every sequence."""
+    dx = new_output_as(g if like is None else like, g.shape, out_dtype)
     if g.numel():
         _launch(g, weight, None, dx, None, None, spec, _PLAIN, True, None, seq_idx)
     return dx
 
 
 @plan_cache
-def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device, seq_stride=None):
+def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device, seq_stride=None, recompute=None,
+                      hist_layout=None):
+    """recompute: (activation code, dy's strides, bias stride or None) of the recomputing variant, or
+    None; hist_layout: its history's (columns, strides), or None."""
     B, C, L = shape
     K = spec.kernel_size
     dilation, align, window, (block_c, block_t, warps), (n_c, n_t) = _geometry(
-        spec, shape, x_stride, g_stride, dtype, reduction=True, no_window=seq_stride is not None)
+        spec, shape, x_stride, g_stride, dtype, reduction=True,
+        no_window=seq_stride is not None or hist_layout is not None)
     s_seq = seq_stride or (0, 0)
+    code, dy_stride, bias_stride = recompute or (0, (0, 0, 0), None)
+    s_hist, h_stride = hist_layout or (0, (0, 0, 0))
     target = launching.target_of(device)
     resident = target.sm_count * 4 if target.gpu else 4
     n_chunks = max(1, min(B * n_t, resident // n_c))
@@ -189,9 +201,16 @@ def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device, 
         B=B, C=C, L=L, DILATION=dilation, PAD_RIGHT=spec.pad_right,
         s_x_b=x_stride[0], s_x_c=x_stride[1], s_x_t=x_stride[2],
         s_g_b=g_stride[0], s_g_c=g_stride[1], s_g_t=g_stride[2], s_seq_b=s_seq[0], s_seq_t=s_seq[1],
+        s_dy_b=dy_stride[0], s_dy_c=dy_stride[1], s_dy_t=dy_stride[2], s_w_c=0, s_w_k=0, s_bias=bias_stride or 0,
+        S_HIST=s_hist, s_h_b=h_stride[0], s_h_c=h_stride[1], s_h_t=h_stride[2], HISTORY=hist_layout is not None,
         SEQ_IDX=seq_stride is not None, N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, N_CHUNKS=n_chunks, K=K,
         K_POW2=triton.next_power_of_2(K),
         ACC_FP64=dtype == torch.float64, ALIGN=align, BLOCK_C=block_c, BLOCK_T=block_t, num_warps=warps)
+    if _channel_last(x_stride, C) and dtype.itemsize < 4 and K > 8:
+        static.update(TILES=2)  # masked items only: both paths in one loop spilled 10 KB (16-bit, 16 taps, sm_90)
+    if code:
+        static.update(RECOMPUTE=code, HAS_BIAS=bias_stride is not None,
+                      DY_ALIGN=alignment(dtype.itemsize, *dy_stride[:2]))
     if window:
         static.update(WINDOW=window, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
     elif x_stride[2] == 1:  # each tap's offset an immediate of its loads (channel-last: a multiple of C)
@@ -199,19 +218,55 @@ def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device, 
     return (n_chunks * n_c,), static, n_chunks, torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _weight_grads(x, g, weight, spec, seq_idx=None, dy=None, bias=None, code=0, history=None):
+    """(dw, db) from the per-chunk partials and the finalize; with `code`, the kernel computes g (an
+    output) from dy instead of reading it (its pre-activation reading `history` before x)."""
+    B, C, L = x.shape
+    recompute = (code, dy.stride(), None if bias is None else bias.stride(0)) if code else None
+    grid, static, n_chunks, acc_dtype = _weight_grad_plan(
+        spec, x.shape, x.stride(), g.stride(), x.dtype, x.device, None if seq_idx is None else seq_idx.stride(),
+        recompute, None if history is None else (history.shape[2], history.stride()))
+    partial = new_output(x, (n_chunks, C * (spec.kernel_size + 1)), dtype=acc_dtype)
+    if x.numel():
+        if code:
+            static = dict(static, s_w_c=weight.stride(0), s_w_k=weight.stride(2))
+        launching.launch(depthwise_weight_grad_kernel, grid, x,
+                         {"x_ptr": x, "g_ptr": g, "partial_ptr": partial, "seq_ptr": seq_idx, "dy_ptr": dy,
+                          "w_ptr": weight if code else None, "bias_ptr": bias, "hist_ptr": history}, static)
+    else:
+        partial.zero_()
+    dw, _, db = finalize_weight_grads([(partial, n_chunks, weight, None)])[0]
+    return dw, db
+
+
 def depthwise_weight_grad(g, x, weight, *, spec: ConvSpec, seq_idx=None):
     """(dw, db) of the depthwise conv whose input is x, for the output gradient g (already through
     the activation's derivative): per-chunk partials, then the finalize, two launches. With
     `seq_idx` (B, L) int32, a causal spec's products count only within a sequence, and outputs
     outside every sequence (seq_idx < 0) not at all."""
-    B, C, L = x.shape
-    grid, static, n_chunks, acc_dtype = _weight_grad_plan(spec, x.shape, x.stride(), g.stride(), x.dtype, x.device,
-                                                          None if seq_idx is None else seq_idx.stride())
-    partial = new_output(x, (n_chunks, C * (spec.kernel_size + 1)), dtype=acc_dtype)
-    if x.numel():
-        launching.launch(depthwise_weight_grad_kernel, grid, x,
-                         {"x_ptr": x, "g_ptr": g, "partial_ptr": partial, "seq_ptr": seq_idx}, static)
-    else:
-        partial.zero_()
-    dw, _, db = finalize_weight_grads([(partial, n_chunks, weight, None)])[0]
-    return dw, db
+    return _weight_grads(x, g, weight, spec, seq_idx)
+
+
+MAX_RECOMPUTED_TAPS = 16, 8  # channel-first, channel-last
+
+
+def recomputes_in_weight_grad(spec: ConvSpec, x):
+    """Whether depthwise_weight_grad_recomputed serves this conv: it holds every tap's operand in
+    registers (sm_90, dim 1536: no spills up to width 16 channel-first and width 8 channel-last,
+    whose tiles are wide along channels; 576 to 1244 bytes spilled at width 16 channel-last)."""
+    return spec.kernel_size <= MAX_RECOMPUTED_TAPS[_channel_last(x.stride(), x.shape[1])]
+
+
+def depthwise_weight_grad_recomputed(dy, x, weight, bias, *, spec: ConvSpec, activation: int, seq_idx=None,
+                                     history=None):
+    """(g, dw, db) of y = act(bias + depthwise conv(x, weight)) (act: a kernel activation code with
+    an elementwise derivative of the pre-activation, such as SiLU) for the output gradient dy, where
+    the forward kept no pre-activation: one kernel recomputes it from the x tiles it loads for the
+    products anyway, applies the derivative, writes g = dy * act'(z) (fp32, x's layout: what the
+    input gradient reads) and sums the products; then the finalize. With `seq_idx`, the forward's
+    taps within a sequence, and g 0 outside every sequence; with `history` (B, C, S), x's dtype, the
+    pre-activation's taps before x's first column read it (the products' do not: their share of dw
+    is the caller's)."""
+    g = new_output_as(x, x.shape, torch.float64 if x.dtype == torch.float64 else torch.float32)
+    dw, db = _weight_grads(x, g, weight, spec, seq_idx, dy=dy, bias=bias, code=activation, history=history)
+    return g, dw, db

@@ -12,8 +12,11 @@
   torch      the rest (states in another dtype, fp64 mixed with others, the torch backend),
              accumulated in fp32 (fp64 for fp64)
   backward   recomputes the pre-activation in fp32 (the caller may have modified the output in
-             place) and takes dz in fp32, then the depthwise kernels' input and weight gradients
-             (torch: per-tap products and sums): no atomics anywhere, so bitwise deterministic
+             place) and takes dz in fp32: up to width 16 channel-first and 8 channel-last inside
+             the weight-gradient kernel, from the tap operands its products load (it writes dz for
+             the input gradient); wider, with a forward launch and PyTorch ops first. Then the
+             input gradient (torch: per-tap products and sums): no atomics anywhere, so bitwise
+             deterministic
   update     one kernel launch (tcnkernels.ops.update_launch), or PyTorch ops on the torch backend
 
 Eager code calls `CausalConv1dFunction` and `update`; under torch.compile the public functions call
@@ -35,7 +38,13 @@ from torch import Tensor
 from .._backend import select_backend
 from .activations import CODES, Activation, activation_backward
 from .conv import _spec as conv_spec
-from .depthwise_launch import depthwise_forward, depthwise_input_grad, depthwise_weight_grad
+from .depthwise_launch import (
+    depthwise_forward,
+    depthwise_input_grad,
+    depthwise_weight_grad,
+    depthwise_weight_grad_recomputed,
+    recomputes_in_weight_grad,
+)
 from .launching import is_channel_last, new_output_as
 from .specs import inference_epilogue
 from .update_launch import causal_conv1d_update as update_launch
@@ -191,14 +200,21 @@ def backward(dout, x, weight, bias, seq_idx, initial_states, dilation, silu):
         plain = _spec(weight.shape[1], dilation, False)
         w3 = weight.unsqueeze(1)
         history = initial_states if S else None  # read beside x where the forward reads it: no copy of x
-        g = dout
-        if silu:  # dz in fp32, as a fused backward keeps it (16-bit dz would cost dweight ~2^-9 per term)
-            pre = depthwise_forward(x, w3, bias, spec=plain, out_dtype=acc_dtype(x), history=history, seq_idx=seq_idx)
-            g = activation_backward(dout.to(pre.dtype), pre, SILU)[0]
-        # with seq_idx the kernels mask each tap to its sequence; outputs outside every sequence
-        # (seq_idx < 0) give no gradient (the weight gradient ignores their g, dx there is 0)
-        dx = _in_layout_of(dout, depthwise_input_grad(g, w3, spec=plain, out_dtype=x.dtype, seq_idx=seq_idx))
-        dw, db = depthwise_weight_grad(g, x, w3, spec=plain, seq_idx=seq_idx)
+        # dz in fp32, as a fused backward keeps it (16-bit dz would cost dweight ~2^-9 per term)
+        if silu and recomputes_in_weight_grad(plain, x):
+            # one kernel: the pre-activation from the x tiles the products load (and the states), dz, the products
+            g, dw, db = depthwise_weight_grad_recomputed(dout, x, w3, bias, spec=plain, activation=CODES["silu"],
+                                                         seq_idx=seq_idx, history=history)
+        else:
+            g = dout
+            if silu:
+                pre = depthwise_forward(x, w3, bias, spec=plain, out_dtype=acc_dtype(x), history=history,
+                                        seq_idx=seq_idx)
+                g = activation_backward(dout.to(pre.dtype), pre, SILU)[0]
+            # with seq_idx the kernels mask each tap to its sequence; outputs outside every sequence
+            # (seq_idx < 0) give no gradient (the weight gradient ignores their g, dx there is 0)
+            dw, db = depthwise_weight_grad(g, x, w3, spec=plain, seq_idx=seq_idx)
+        dx = depthwise_input_grad(g, w3, spec=plain, out_dtype=x.dtype, seq_idx=seq_idx, like=dout)
         if history is not None:  # the states' taps: their gradient, and their products' share of dw
             dxs, dw_history = _history_grads(g, history, w3, plain, seq_idx, x.dtype)
             dw = dw + dw_history

@@ -59,19 +59,20 @@ def _cdiv(a, b):
 
 
 def depthwise_interior(a):
-    """The fraction of the depthwise kernel's programs that take its unmasked taps: their tile's
-    channels all inside C and the input columns their taps read all inside [0, L) (the kernel's
-    `interior`, from its constexprs and sizes). None where every program takes the masked taps."""
+    """The fraction of the depthwise kernels' programs (the weight gradient's: items) that take the
+    unmasked taps: their tile's channels all inside C and the input columns their taps read all
+    inside [0, L) (the kernels' `interior`, from their constexprs and sizes). None where every
+    program takes the masked taps."""
     if a.get("TILES", 0) or a.get("SEQ_IDX"):
         return None
     K, T = a["K"], a["BLOCK_T"]
     if a.get("WINDOW", 0):
-        V, D, P, sign = a["WINDOW"], a["W_DILATION"], a["W_PAD_RIGHT"], -1 if a["ANTI_CAUSAL"] else 1
+        V, D, P, sign = a["WINDOW"], a["W_DILATION"], a["W_PAD_RIGHT"], -1 if a.get("ANTI_CAUSAL") else 1
         back = -(-max(sign * ((K - 1) * D - P), -sign * P) // V) * V
         ahead = max((V - 1 - min(sign * ((K - 1) * D - P), -sign * P)) // V, 0) * V
     else:
         reach = (K - 1) * a["DILATION"] - a["PAD_RIGHT"]
-        back, ahead = (a["PAD_RIGHT"], reach) if a["ANTI_CAUSAL"] else (reach, a["PAD_RIGHT"])
+        back, ahead = (a["PAD_RIGHT"], reach) if a.get("ANTI_CAUSAL") else (reach, a["PAD_RIGHT"])
         ahead = max(ahead, 0)
     n_t, n_c = a["N_T_BLOCKS"], a["N_C_BLOCKS"]
     inside_t = sum(1 for i in range(n_t) if i * T >= back and i * T + T + ahead <= a["L"])
@@ -108,7 +109,7 @@ def work_model(launch):
     if name == "depthwise_weight_grad_kernel":
         items = _cdiv(a["B"] * a["N_T_BLOCKS"], a["N_CHUNKS"])
         return dict(role="weight-grad", layer=(a["C"], a["C"], a["K"], a["DILATION"]), trips=items,
-                    per_cta=items * a["BLOCK_C"] * a["BLOCK_T"])
+                    per_cta=items * a["BLOCK_C"] * a["BLOCK_T"], interior=depthwise_interior(a))
     if name == "causal_conv1d_update_kernel":  # one program: every new token of BLOCK_C channels
         return dict(role="update", layer=(a["DIM"], a["DIM"], a["K"], a["DILATION"]), trips=1,
                     per_cta=a["BLOCK_C"] * a["SEQLEN"])

@@ -3,11 +3,12 @@ causal_conv1d_fn forward + backward (SiLU, bias) and a decode update launch, at 
 widths 4 and 16, dilations 1 and 8, both layouts, fp32 and bf16.
 
 Budgets: the forward <= 1.5 warp-instructions per output with 16-byte loads and no spills; the
-backward's kernels (the pre-activation recomputed, the input and weight gradients) within 2x the
-forward's instructions per output. Width 4 meets both, and width 16 the forward's in fp32
-channel-first; the rest of width 16 does not yet (benchmarks/results/sass-sm90-short-conv.md lists
-them). The compile tier guards what holds (`held_violations`). The update is one launch for the
-batch; its instructions are reported. The depthwise forward's programs branch between unmasked
+backward's kernels (the weight gradient, which recomputes the pre-activation, and the input
+gradient) within 2x the forward's instructions per output. Width 4 meets both; width 16 the
+forward's in fp32 channel-first and the backward's in bf16 channel-first at dilation 8; the rest
+of width 16 does not yet (benchmarks/results/sass-sm90-short-conv.md lists them). The compile
+tier guards what holds (`held_violations`). The update is one launch for the batch; its
+instructions are reported. The depthwise forward's programs branch between unmasked
 taps (inside the sequence and the channels) and masked ones: each path is counted alone and
 weighted by the programs that take it (variants._per_output).
 """
@@ -127,13 +128,15 @@ def violations(fn_rows):
 def held_violations(fn_rows, upd_rows):
     """The budgets the kernels meet today, guarded by the compile tier against regressions: width 4's
     forward at every dilation, layout and precision, and width 16's in fp32 channel-first; width 4's
-    backward within 2x the forward; and the update's one launch without spills."""
+    backward within 2x the forward, and width 16's in bf16 channel-first at dilation 8; and the
+    update's one launch without spills."""
     held = [r for r in fn_rows if r["width"] == 4
             or (r["precision"] == "ieee" and r["layout"] == "channel-first")]
     broken = [v for r in held for v in _forward_violations(r)]
-    broken += [f"causal_conv1d_fn {r['precision']} width 4 dilation {r['dilation']} {r['layout']}: backward "
-               f"{r['backward_ratio']}x the forward (budget {BACKWARD_RATIO}x)" for r in fn_rows
-               if r["width"] == 4 and r["backward_ratio"] > BACKWARD_RATIO]
+    broken += [f"causal_conv1d_fn {r['precision']} width {r['width']} dilation {r['dilation']} {r['layout']}: "
+               f"backward {r['backward_ratio']}x the forward (budget {BACKWARD_RATIO}x)" for r in fn_rows
+               if (r["width"] == 4 or (r["width"], r["dilation"], r["precision"], r["layout"])
+                   == (16, 8, "bf16", "channel-first")) and r["backward_ratio"] > BACKWARD_RATIO]
     broken += [f"update {r['precision']} width {r['width']} dilation {r['dilation']}: {r['launches']} launches, "
                f"{r['spills']} B spilled" for r in upd_rows if r["launches"] != 1 or r["spills"]]
     return broken
@@ -147,16 +150,19 @@ def render_markdown(fn_rows, upd_rows, env, opt_rows=()):
     lines = ["# Static profile of causal-conv1d's API, sm_90", "",
              f"Compiled on a CPU with Triton {env.get('triton')} (no GPU, nothing timed): warp-instructions per "
              "output from the SASS (tools/static_profile/short_conv.py). causal_conv1d_fn with bias and SiLU, "
-             f"dim {DIM}, seqlen {L}, batch {BATCH}; the backward is the pre-activation recomputed, the input "
-             "gradient and the weight gradient (its finalize, C x K numbers, left out).", "",
+             f"dim {DIM}, seqlen {L}, batch {BATCH}; the backward is the weight gradient, which recomputes the "
+             "pre-activation and applies SiLU's derivative itself (widths up to 16 channel-first, 8 channel-last), "
+             "and the input gradient; at width 16 channel-last a forward launch recomputes the pre-activation "
+             "first and PyTorch ops take the derivative (7 elementwise passes, not counted here). The weight "
+             "gradient's finalize (C x K numbers) is left out.", "",
              f"Budgets: forward <= {FORWARD_BUDGET}, 16-byte loads, no spills; backward <= {BACKWARD_RATIO}x the "
              "forward.", "",
              "| precision | width | dilation | layout | forward | loads (B) | registers | backward "
-             "(recompute + input + weight) | backward / forward | spills (B) |",
+             "([recompute +] weight + input) | backward / forward | spills (B) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in fn_rows:
         roles = r["roles"]
-        parts = " + ".join(str(roles.get(k, "-")) for k in ("recompute", "input-grad", "weight-grad"))
+        parts = " + ".join(str(roles[k]) for k in ("recompute", "weight-grad", "input-grad") if k in roles)
         lines.append(f"| {_name(r)} | {r['width']} | {r['dilation']} | {r['layout']} | {r['forward']} | "
                      f"{r['loads']} | {r['registers']} | {r['backward']} ({parts}) | {r['backward_ratio']} | "
                      f"{r['spills']} |")
