@@ -184,15 +184,15 @@ def depthwise_input_grad(g, weight, *, spec: ConvSpec, out_dtype=None, seq_idx=N
 @plan_cache
 def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device, seq_stride=None, recompute=None,
                       hist_layout=None):
-    """recompute: (activation code, dy's strides, bias stride or None) of the recomputing variant, or
-    None; hist_layout: its history's (columns, strides), or None."""
+    """recompute: (activation code, dy's strides, bias stride or None, weight strides) of the
+    recomputing variant, or None; hist_layout: its history's (columns, strides), or None."""
     B, C, L = shape
     K = spec.kernel_size
     dilation, align, window, (block_c, block_t, warps), (n_c, n_t) = _geometry(
         spec, shape, x_stride, g_stride, dtype, reduction=True,
         no_window=seq_stride is not None or hist_layout is not None)
     s_seq = seq_stride or (0, 0)
-    code, dy_stride, bias_stride = recompute or (0, (0, 0, 0), None)
+    code, dy_stride, bias_stride, w_stride = recompute or (0, (0, 0, 0), None, (0, 0, 0))
     s_hist, h_stride = hist_layout or (0, (0, 0, 0))
     target = launching.target_of(device)
     resident = target.sm_count * 4 if target.gpu else 4
@@ -201,7 +201,8 @@ def _weight_grad_plan(spec: ConvSpec, shape, x_stride, g_stride, dtype, device, 
         B=B, C=C, L=L, DILATION=dilation, PAD_RIGHT=spec.pad_right,
         s_x_b=x_stride[0], s_x_c=x_stride[1], s_x_t=x_stride[2],
         s_g_b=g_stride[0], s_g_c=g_stride[1], s_g_t=g_stride[2], s_seq_b=s_seq[0], s_seq_t=s_seq[1],
-        s_dy_b=dy_stride[0], s_dy_c=dy_stride[1], s_dy_t=dy_stride[2], s_w_c=0, s_w_k=0, s_bias=bias_stride or 0,
+        s_dy_b=dy_stride[0], s_dy_c=dy_stride[1], s_dy_t=dy_stride[2], s_w_c=w_stride[0], s_w_k=w_stride[2],
+        s_bias=bias_stride or 0,
         S_HIST=s_hist, s_h_b=h_stride[0], s_h_c=h_stride[1], s_h_t=h_stride[2], HISTORY=hist_layout is not None,
         SEQ_IDX=seq_stride is not None, N_C_BLOCKS=n_c, N_T_BLOCKS=n_t, N_CHUNKS=n_chunks, K=K,
         K_POW2=triton.next_power_of_2(K),
@@ -222,14 +223,12 @@ def _weight_grads(x, g, weight, spec, seq_idx=None, dy=None, bias=None, code=0, 
     """(dw, db) from the per-chunk partials and the finalize; with `code`, the kernel computes g (an
     output) from dy instead of reading it (its pre-activation reading `history` before x)."""
     B, C, L = x.shape
-    recompute = (code, dy.stride(), None if bias is None else bias.stride(0)) if code else None
+    recompute = (code, dy.stride(), None if bias is None else bias.stride(0), weight.stride()) if code else None
     grid, static, n_chunks, acc_dtype = _weight_grad_plan(
         spec, x.shape, x.stride(), g.stride(), x.dtype, x.device, None if seq_idx is None else seq_idx.stride(),
         recompute, None if history is None else (history.shape[2], history.stride()))
     partial = new_output(x, (n_chunks, C * (spec.kernel_size + 1)), dtype=acc_dtype)
     if x.numel():
-        if code:
-            static = dict(static, s_w_c=weight.stride(0), s_w_k=weight.stride(2))
         launching.launch(depthwise_weight_grad_kernel, grid, x,
                          {"x_ptr": x, "g_ptr": g, "partial_ptr": partial, "seq_ptr": seq_idx, "dy_ptr": dy,
                           "w_ptr": weight if code else None, "bias_ptr": bias, "hist_ptr": history}, static)
