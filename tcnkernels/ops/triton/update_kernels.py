@@ -18,6 +18,8 @@ a decode step moves a few columns per channel; the point is one launch for the w
 import triton
 import triton.language as tl
 
+from .conv_kernels import _sigmoid
+
 
 @triton.jit
 def causal_conv1d_update_kernel(
@@ -70,7 +72,7 @@ def causal_conv1d_update_kernel(
             w = tl.load(w_ptr + offs_c * s_w_c + k * s_w_k, mask=mask_c, other=0.0).to(acc_dtype)
             acc += w * tl.where(from_state, h, v)
         if SILU:
-            acc = acc / (1.0 + tl.exp(-acc))
+            acc = acc * _sigmoid(acc)
         acc = tl.where(live, acc, 0.0)
         tl.store(out_row + t * s_o_t, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
 
