@@ -207,6 +207,30 @@ def test_depthwise_window_path(dtype, K, dilation, padding):
     assert windows == [16 // dtype.itemsize] * 3, windows
 
 
+@pytest.mark.parametrize("dtype, C, K, dilation, padding, activation", [
+    (torch.float32, 8, 3, 8, "causal", "silu"), (torch.bfloat16, 8, 16, 8, "causal", "gelu_tanh"),
+    (torch.float32, 8, 3, 8, "same", "prelu"), (torch.float32, 6, 4, 12, "anticausal", None),
+    (torch.bfloat16, 8, 2, 24, "causal", "tanh")], ids=str)
+def test_depthwise_strip_path(dtype, C, K, dilation, padding, activation):
+    """Channel-first rows aligned to 16 bytes at dilations that are whole vectors, right padding in
+    whole steps: each program computes output steps `dilation` apart, from input steps each loaded
+    once for every tap that reads them (forward and input gradient; dilations 12 and 24 split each
+    step into 3 column chunks). Programs inside the sequence and channels load unmasked, the others
+    mask (6 channels: all of them). Against the oracle, inside a NaN buffer 8 elements wide: a read
+    past a row's edge would show."""
+    from tools.static_profile.profile import depthwise_interior
+
+    L = 400
+    if activation == "prelu":
+        activation = nn.PReLU(C)
+    with LaunchRecorder() as rec:
+        check(2, C, C, L, K, dilation, C, padding, activation, dtype=dtype, guard=8)
+    strips = [static for name, static in zip(rec.launches, rec.statics) if name == "depthwise_conv1d_kernel"]
+    assert [static.get("STRIP", 0) for static in strips] == [8, 8]
+    inside = [depthwise_interior(dict(static, L=L, C=C)) for static in strips]
+    assert all(0 < f < 1 for f in inside) if C == 8 else inside == [0, 0], inside
+
+
 def test_gated_units_halve_the_channels():
     x, w = torch.randn(2, 4, 16), torch.randn(6, 4, 3)
     with tcnkernels.use_backend("triton"):

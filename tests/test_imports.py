@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tcnkernels"
 # Lowest first. A module may import modules of its own or a lower layer.
 LAYERS = [
     ["_version", "ops.activations", "ops.specs", "ops.triton", "ops.triton.conv_kernels", "ops.triton.weight_kernels",
-     "ops.triton.depthwise_kernels", "ops.triton.depthwise_grad_kernels",
+     "ops.triton.depthwise_window_kernels", "ops.triton.depthwise_kernels", "ops.triton.depthwise_grad_kernels",
      "ops.triton.stream_kernels", "ops.triton.update_kernels", "_native"],
     ["_backend", "ops.reference", "ops.launching", "ops.tiles"],
     ["ops.weight_launch", "ops.conv_launch", "ops.depthwise_launch", "ops.stream_launch", "ops.update_launch"],

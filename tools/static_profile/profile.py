@@ -66,6 +66,15 @@ def depthwise_interior(a):
     if a.get("TILES", 0) or a.get("SEQ_IDX"):
         return None
     K, T = a["K"], a["BLOCK_T"]
+    if a.get("STRIP", 0):  # the forward kernel's strip path: STRIP steps of D columns, T of each
+        J, D, P = a["STRIP"], a["W_DILATION"], a["W_PAD_RIGHT"] // a["W_DILATION"]
+        o_min = -P if a.get("ANTI_CAUSAL") else P - (K - 1)
+        chunks = D // T
+        starts = [i // chunks * J * D + i % chunks * T for i in range(a["N_T_BLOCKS"])]
+        reach = (J - 1 + max(o_min + K - 1, 0)) * D + T
+        inside_t = sum(1 for t0 in starts if t0 + o_min * D >= 0 and t0 + reach <= a["L"])
+        inside_c = sum(1 for j in range(a["N_C_BLOCKS"]) if (j + 1) * a["BLOCK_C"] <= a["C"])
+        return inside_t * inside_c / (a["N_T_BLOCKS"] * a["N_C_BLOCKS"])
     if a.get("WINDOW", 0):
         V, D, P, sign = a["WINDOW"], a["W_DILATION"], a["W_PAD_RIGHT"], -1 if a.get("ANTI_CAUSAL") else 1
         back = -(-max(sign * ((K - 1) * D - P), -sign * P) // V) * V
@@ -104,7 +113,7 @@ def work_model(launch):
                     trips=items, per_cta=items * a["BLOCK_T"] * a["BLOCK_CO"], epilogue="+".join(gates))
     if name == "depthwise_conv1d_kernel":
         return dict(role="input-grad" if a["ANTI_CAUSAL"] else "forward", layer=(a["C"], a["C"], a["K"], a["DILATION"]),
-                    trips=1 if a["UNROLL"] else a["K"], per_cta=a["BLOCK_C"] * a["BLOCK_T"],
+                    trips=1 if a["UNROLL"] else a["K"], per_cta=a["BLOCK_C"] * a["BLOCK_T"] * max(a.get("STRIP", 0), 1),
                     interior=depthwise_interior(a))
     if name == "depthwise_weight_grad_kernel":
         items = _cdiv(a["B"] * a["N_T_BLOCKS"], a["N_CHUNKS"])

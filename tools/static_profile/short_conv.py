@@ -4,11 +4,11 @@ widths 4 and 16, dilations 1 and 8, both layouts, fp32 and bf16.
 
 Budgets: the forward <= 1.5 warp-instructions per output with 16-byte loads and no spills; the
 backward's kernels (the weight gradient, which recomputes the pre-activation, and the input
-gradient) within 2x the forward's instructions per output. Width 4 meets both; width 16 the
-forward's in fp32 channel-first and the backward's in bf16 channel-first at dilation 8; the rest
-of width 16 does not yet (benchmarks/results/sass-sm90-short-conv.md lists them). The compile
-tier guards what holds (`held_violations`). The update is one launch for the batch; its
-instructions are reported. The depthwise forward's programs branch between unmasked
+gradient) within 2x the forward's instructions per output. The forward meets its budget but at
+width 16 bf16 channel-last; the backward's ratio holds at width 4 except channel-first at dilation
+8 (the strip path's forward, 0.43 to 0.48); benchmarks/results/sass-sm90-short-conv.md lists what
+is not met. The compile tier guards what holds (`held_violations`). The update is one launch for
+the batch; its instructions are reported. The depthwise forward's programs branch between unmasked
 taps (inside the sequence and the channels) and masked ones: each path is counted alone and
 weighted by the programs that take it (variants._per_output).
 """
@@ -126,17 +126,17 @@ def violations(fn_rows):
 
 
 def held_violations(fn_rows, upd_rows):
-    """The budgets the kernels meet today, guarded by the compile tier against regressions: width 4's
-    forward at every dilation, layout and precision, and width 16's in fp32 channel-first; width 4's
-    backward within 2x the forward, and width 16's in bf16 channel-first at dilation 8; and the
-    update's one launch without spills."""
-    held = [r for r in fn_rows if r["width"] == 4
-            or (r["precision"] == "ieee" and r["layout"] == "channel-first")]
+    """The budgets the kernels meet today, guarded by the compile tier against regressions: the
+    forward's everywhere but width 16 bf16 channel-last; the backward within 2x the forward at
+    width 4, except channel-first at dilation 8, where the strip path cut the forward to about 0.45
+    (the backward fell too, to 1.2 to 1.35, but not by as much); and the update's one launch without
+    spills."""
+    held = [r for r in fn_rows if not (r["width"] == 16 and r["precision"] == "bf16" and r["layout"] == "channel-last")]
     broken = [v for r in held for v in _forward_violations(r)]
     broken += [f"causal_conv1d_fn {r['precision']} width {r['width']} dilation {r['dilation']} {r['layout']}: "
                f"backward {r['backward_ratio']}x the forward (budget {BACKWARD_RATIO}x)" for r in fn_rows
-               if (r["width"] == 4 or (r["width"], r["dilation"], r["precision"], r["layout"])
-                   == (16, 8, "bf16", "channel-first")) and r["backward_ratio"] > BACKWARD_RATIO]
+               if r["width"] == 4 and not (r["dilation"] == 8 and r["layout"] == "channel-first")
+               and r["backward_ratio"] > BACKWARD_RATIO]
     broken += [f"update {r['precision']} width {r['width']} dilation {r['dilation']}: {r['launches']} launches, "
                f"{r['spills']} B spilled" for r in upd_rows if r["launches"] != 1 or r["spills"]]
     return broken

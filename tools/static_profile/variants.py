@@ -133,7 +133,9 @@ def depthwise_rows(precisions=("ieee", "bf16"), arch=90):
                             continue
                         a = launch.named
                         role, binary, per_output = _per_output(launch, arch)
-                        if role != "weight-grad":
+                        if role != "weight-grad" and a.get("STRIP", 0):  # J + K - 1 input steps for J outputs
+                            dram = itemsize * (1 + (a["STRIP"] + K - 1) / a["STRIP"])
+                        elif role != "weight-grad":
                             halo = min((K - 1) * d, L)
                             dram = itemsize * (1 + (a["BLOCK_T"] + halo) / a["BLOCK_T"] if not channel_last
                                                else 1 + min(1 + halo / a["BLOCK_T"], K))

@@ -2,7 +2,8 @@
 
   the sums  dw[c, k] = sum_{b, t} g[b, c, t] * x[b, c, t - shift_k], db[c] = sum g: per program one
             channel block and a chunk of (batch row, time block) items, the products of every tap
-            reduced over each item's time in registers into a (BLOCK_C, K) accumulator, and one
+            reduced over each item's time in registers into K (BLOCK_C,) sums (a tuple: no select
+            into a (BLOCK_C, K) tile per tap and item), and one
             row of partials per chunk, which the host sums in a fixed order (no atomics: bitwise
             reproducible)
   recompute causal-conv1d's backward keeps no pre-activation (RECOMPUTE): this kernel recomputes
@@ -17,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .conv_kernels import _activation_grad, _aligned
-from .depthwise_kernels import _lanes, _shifted, _tap_weights, _unlanes, _window_blocks
+from .depthwise_window_kernels import _lanes, _shifted, _tap_weights, _unlanes, _window_blocks
 
 
 @triton.jit
@@ -34,7 +35,6 @@ def depthwise_weight_grad_kernel(
     s_dy_b, s_dy_c, s_dy_t, s_w_c, s_w_k, s_bias,
     N_C_BLOCKS, N_T_BLOCKS, N_CHUNKS,
     K: tl.constexpr,
-    K_POW2: tl.constexpr,
     ACC_FP64: tl.constexpr,
     ALIGN: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -75,16 +75,18 @@ def depthwise_weight_grad_kernel(
     start = tl.minimum(pid_chunk * per_chunk, n_items)
     stop = tl.minimum(start + per_chunk, n_items)
     if ACC_FP64:
-        acc = tl.zeros([BLOCK_C, K_POW2], dtype=tl.float64)
+        acc_bias = tl.zeros([BLOCK_C], dtype=tl.float64)
     else:
-        acc = tl.zeros([BLOCK_C, K_POW2], dtype=tl.float32)
-    acc_bias = tl.zeros([BLOCK_C], dtype=acc.dtype)
+        acc_bias = tl.zeros([BLOCK_C], dtype=tl.float32)
+    acc = ()  # one (BLOCK_C,) sum per tap
+    for k in tl.static_range(K):
+        acc = acc + (acc_bias,)
     w_taps = w_ptr
-    z_bias = tl.zeros([BLOCK_C, 1], dtype=acc.dtype)
+    z_bias = tl.zeros([BLOCK_C, 1], dtype=acc_bias.dtype)
     if RECOMPUTE:  # loop-invariant: every tap's weights, and the bias
         w_taps = _tap_weights(w_ptr, offs_c, C, s_w_c, s_w_k, K, BLOCK_C)
         if HAS_BIAS:
-            z_bias = tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(acc.dtype)[:, None]
+            z_bias = tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(acc_bias.dtype)[:, None]
     # An item's taps read columns [t0 - back, t0 + BLOCK_T + ahead): the window path's aligned blocks
     # FIRST..LAST, else the shifts -PAD_RIGHT..reach.
     if WINDOW > 0:
@@ -107,38 +109,37 @@ def depthwise_weight_grad_kernel(
             if interior:
                 acc, acc_bias = _item(acc, acc_bias, x_ptr, g_ptr, seq_ptr, dy_ptr, w_taps, z_bias, b, t0, offs_c,
                                       mask_c, L, DILATION, PAD_RIGHT, s_x_b, s_x_c, s_x_t, s_g_b, s_g_c, s_g_t,
-                                      s_seq_b, s_seq_t, s_dy_b, s_dy_c, s_dy_t, K, K_POW2, ALIGN, DY_ALIGN, BLOCK_C,
+                                      s_seq_b, s_seq_t, s_dy_b, s_dy_c, s_dy_t, K, ALIGN, DY_ALIGN, BLOCK_C,
                                       BLOCK_T, WINDOW, W_DILATION, W_PAD_RIGHT, SEQ_IDX, RECOMPUTE, False, hist_tile,
                                       S_HIST, s_h_t, HISTORY)
             else:
                 acc, acc_bias = _item(acc, acc_bias, x_ptr, g_ptr, seq_ptr, dy_ptr, w_taps, z_bias, b, t0, offs_c,
                                       mask_c, L, DILATION, PAD_RIGHT, s_x_b, s_x_c, s_x_t, s_g_b, s_g_c, s_g_t,
-                                      s_seq_b, s_seq_t, s_dy_b, s_dy_c, s_dy_t, K, K_POW2, ALIGN, DY_ALIGN, BLOCK_C,
+                                      s_seq_b, s_seq_t, s_dy_b, s_dy_c, s_dy_t, K, ALIGN, DY_ALIGN, BLOCK_C,
                                       BLOCK_T, WINDOW, W_DILATION, W_PAD_RIGHT, SEQ_IDX, RECOMPUTE, True, hist_tile,
                                       S_HIST, s_h_t, HISTORY)
         else:
             acc, acc_bias = _item(acc, acc_bias, x_ptr, g_ptr, seq_ptr, dy_ptr, w_taps, z_bias, b, t0, offs_c,
                                   mask_c, L, DILATION, PAD_RIGHT, s_x_b, s_x_c, s_x_t, s_g_b, s_g_c, s_g_t,
-                                  s_seq_b, s_seq_t, s_dy_b, s_dy_c, s_dy_t, K, K_POW2, ALIGN, DY_ALIGN, BLOCK_C,
+                                  s_seq_b, s_seq_t, s_dy_b, s_dy_c, s_dy_t, K, ALIGN, DY_ALIGN, BLOCK_C,
                                   BLOCK_T, WINDOW, W_DILATION, W_PAD_RIGHT, SEQ_IDX, RECOMPUTE, TILES == 2 or SEQ_IDX,
                                   hist_tile, S_HIST, s_h_t, HISTORY)
-    offs_k = tl.arange(0, K_POW2)
     row = partial_ptr + pid_chunk.to(tl.int64) * (C * K + C)
-    tl.store(row + offs_c[:, None] * K + offs_k[None, :], acc, mask=mask_c[:, None] & (offs_k < K)[None, :])
+    for k in tl.static_range(K):
+        tl.store(row + offs_c * K + k, acc[k], mask=mask_c)
     tl.store(row + C * K + offs_c, acc_bias, mask=mask_c)
 
 
 @triton.jit
 def _item(acc, acc_bias, x_ptr, g_ptr, seq_ptr, dy_ptr, w_taps, z_bias, b, t0, offs_c, mask_c, L, DILATION,
           PAD_RIGHT, s_x_b, s_x_c, s_x_t, s_g_b, s_g_c, s_g_t, s_seq_b, s_seq_t, s_dy_b, s_dy_c, s_dy_t,
-          K: tl.constexpr, K_POW2: tl.constexpr, ALIGN: tl.constexpr, DY_ALIGN: tl.constexpr, BLOCK_C: tl.constexpr,
+          K: tl.constexpr, ALIGN: tl.constexpr, DY_ALIGN: tl.constexpr, BLOCK_C: tl.constexpr,
           BLOCK_T: tl.constexpr, WINDOW: tl.constexpr, W_DILATION: tl.constexpr, W_PAD_RIGHT: tl.constexpr,
           SEQ_IDX: tl.constexpr, RECOMPUTE: tl.constexpr, MASKED: tl.constexpr, hist_tile, S_HIST, s_h_t,
           HISTORY: tl.constexpr):
     """(acc, acc_bias) plus one item's products (batch row b, columns t0..t0+BLOCK_T); not MASKED:
     every channel and every column the taps read inside (so no history either)."""
     offs_t = t0 + tl.arange(0, BLOCK_T)
-    offs_k = tl.arange(0, K_POW2)
     mask_t = offs_t < L
     mask = mask_c[:, None] & mask_t[None, :]
     g_tile = g_ptr + b * _aligned(s_g_b, ALIGN) + offs_c[:, None] * _aligned(s_g_c, ALIGN) + offs_t[None, :] * s_g_t
@@ -146,9 +147,9 @@ def _item(acc, acc_bias, x_ptr, g_ptr, seq_ptr, dy_ptr, w_taps, z_bias, b, t0, o
     if RECOMPUTE:
         dy_tile = (dy_ptr + b * _aligned(s_dy_b, DY_ALIGN) + offs_c[:, None] * _aligned(s_dy_c, DY_ALIGN)
                    + offs_t[None, :] * s_dy_t)
-        dy = _load(dy_tile, mask, MASKED).to(acc.dtype)
+        dy = _load(dy_tile, mask, MASKED).to(acc_bias.dtype)
     else:
-        g = _load(g_tile, mask, MASKED).to(acc.dtype)
+        g = _load(g_tile, mask, MASKED).to(acc_bias.dtype)
     if SEQ_IDX:  # outputs outside every sequence have no gradient
         seq_row = seq_ptr + b * s_seq_b
         seq_t = tl.load(seq_row + offs_t * s_seq_t, mask=mask_t, other=-1)
@@ -159,14 +160,14 @@ def _item(acc, acc_bias, x_ptr, g_ptr, seq_ptr, dy_ptr, w_taps, z_bias, b, t0, o
         NV: tl.constexpr = BLOCK_T // WINDOW
         FIRST: tl.constexpr = -((K - 1) * W_DILATION - W_PAD_RIGHT) // WINDOW
         LAST: tl.constexpr = (WINDOW - 1 + W_PAD_RIGHT) // WINDOW
-        blocks = _window_blocks(x_tile, offs_t, mask_c, L, acc.dtype, FIRST, LAST, WINDOW, BLOCK_C, NV, MASKED)
+        blocks = _window_blocks(x_tile, offs_t, mask_c, L, acc_bias.dtype, FIRST, LAST, WINDOW, BLOCK_C, NV, MASKED)
         if RECOMPUTE:
             dy_lanes = _lanes(dy, WINDOW, BLOCK_C, NV)
             g_lanes = ()
             for v in tl.static_range(WINDOW):
-                z = z_bias + tl.zeros([BLOCK_C, NV], dtype=acc.dtype)
+                z = z_bias + tl.zeros([BLOCK_C, NV], dtype=acc_bias.dtype)
                 for k in tl.static_range(K):
-                    z += w_taps[k].to(acc.dtype) * _shifted(blocks, v, (K - 1 - k) * W_DILATION - W_PAD_RIGHT,
+                    z += w_taps[k].to(acc_bias.dtype) * _shifted(blocks, v, (K - 1 - k) * W_DILATION - W_PAD_RIGHT,
                                                             FIRST, WINDOW)
                 g_lanes = g_lanes + (_activation_grad(dy_lanes[v], z, RECOMPUTE, 0.0, 0.0),)
             g = _unlanes(g_lanes, WINDOW, BLOCK_C, NV)
@@ -174,43 +175,55 @@ def _item(acc, acc_bias, x_ptr, g_ptr, seq_ptr, dy_ptr, w_taps, z_bias, b, t0, o
         else:
             g_lanes = _lanes(g, WINDOW, BLOCK_C, NV)
         for k in tl.static_range(K):
-            products = tl.zeros([BLOCK_C, NV], dtype=acc.dtype)
+            products = tl.zeros([BLOCK_C, NV], dtype=acc_bias.dtype)
             for v in tl.static_range(WINDOW):
                 products += g_lanes[v] * _shifted(blocks, v, (K - 1 - k) * W_DILATION - W_PAD_RIGHT, FIRST, WINDOW)
-            acc += tl.where(offs_k[None, :] == k, tl.sum(products, axis=1)[:, None], 0.0)
+            acc = _add_tap(acc, k, tl.sum(products, axis=1), K)
     elif RECOMPUTE:  # every tap's operand held for both of its uses (K <= 16: the host recomputes no wider)
         xs = ()
-        z = z_bias + tl.zeros([BLOCK_C, BLOCK_T], dtype=acc.dtype)
+        z = z_bias + tl.zeros([BLOCK_C, BLOCK_T], dtype=acc_bias.dtype)
         for k in tl.static_range(K):
             shift = (K - 1 - k) * DILATION - PAD_RIGHT
-            x = _tap_operand(x_tile, offs_t, mask_c, mask_t, L, shift, s_x_t, MASKED).to(acc.dtype)
+            x = _tap_operand(x_tile, offs_t, mask_c, mask_t, L, shift, s_x_t, MASKED).to(acc_bias.dtype)
             if SEQ_IDX:
                 x = _in_sequence(x, seq_row, seq_t, seq_first, offs_t - shift, mask_t, L, s_seq_t)
-            z += w_taps[k].to(acc.dtype) * x
+            z += w_taps[k].to(acc_bias.dtype) * x
             if HISTORY and MASKED:  # z's columns before the start (the products' are the host's)
                 if t0 < shift:
                     src = offs_t - shift
                     col = src + S_HIST
                     h = tl.load(hist_tile + col[None, :] * s_h_t,
-                                mask=mask_c[:, None] & ((src < 0) & (col >= 0))[None, :], other=0.0).to(acc.dtype)
+                                mask=mask_c[:, None] & ((src < 0) & (col >= 0))[None, :], other=0.0).to(acc_bias.dtype)
                     if SEQ_IDX:
                         h = _in_sequence(h, seq_row, seq_t, seq_first, src, mask_t, L, s_seq_t)
-                    z += w_taps[k].to(acc.dtype) * h
+                    z += w_taps[k].to(acc_bias.dtype) * h
             xs = xs + (x,)
         g = _activation_grad(dy, z, RECOMPUTE, 0.0, 0.0)
         if SEQ_IDX:
             g = tl.where((seq_t >= 0)[None, :], g, tl.zeros_like(g))
         _store(g_tile, g.to(g_ptr.dtype.element_ty), mask, MASKED)
         for k in tl.static_range(K):
-            acc += tl.where(offs_k[None, :] == k, tl.sum(g * xs[k], axis=1)[:, None], 0.0)
+            acc = _add_tap(acc, k, tl.sum(g * xs[k], axis=1), K)
     else:
         for k in tl.static_range(K):
             shift = (K - 1 - k) * DILATION - PAD_RIGHT
-            x = _tap_operand(x_tile, offs_t, mask_c, mask_t, L, shift, s_x_t, MASKED).to(acc.dtype)
+            x = _tap_operand(x_tile, offs_t, mask_c, mask_t, L, shift, s_x_t, MASKED).to(acc_bias.dtype)
             if SEQ_IDX:
                 x = _in_sequence(x, seq_row, seq_t, seq_first, offs_t - shift, mask_t, L, s_seq_t)
-            acc += tl.where(offs_k[None, :] == k, tl.sum(g * x, axis=1)[:, None], 0.0)
+            acc = _add_tap(acc, k, tl.sum(g * x, axis=1), K)
     return acc, acc_bias + tl.sum(g, axis=1)
+
+
+@triton.jit
+def _add_tap(acc, k: tl.constexpr, value, K: tl.constexpr):
+    """The tuple acc with value added to its entry k."""
+    out = ()
+    for i in tl.static_range(K):
+        if i == k:
+            out = out + (acc[i] + value,)
+        else:
+            out = out + (acc[i],)
+    return out
 
 
 @triton.jit

@@ -24,11 +24,16 @@ Triton specialises a stride of 1 and vectorises along it).
            as constexprs, the kernel loads the few aligned 16-byte blocks the taps span once, splits
            each into its V in-thread lanes (tl.split: register renaming, no data movement) and takes
            every tap's shifted operand from those lanes.
+  strip    channel-first rows aligned to 16 bytes with dilations of whole vectors (STRIP): a program
+           computes STRIP output steps D apart, whose taps read overlapping input steps; each of
+           the STRIP + K - 1 input steps is loaded and converted once and feeds every accumulator
+           it reaches (source-stationary), instead of one load and conversion per tap.
 """
 import triton
 import triton.language as tl
 
 from .conv_kernels import _activate, _aligned
+from .depthwise_window_kernels import _tap_weights, _window_taps
 
 
 @triton.jit
@@ -62,6 +67,8 @@ def depthwise_conv1d_kernel(
     TILES: tl.constexpr = 0,       # 0: a program away from the edges takes unmasked taps; 1 (2): only those (the
                                    # masked ones) compiled, for the static profile
     W_TAPS: tl.constexpr = False,  # UNROLL: every tap's weights loaded as one (BLOCK_C, K) tile, split in registers
+    STRIP: tl.constexpr = 0,       # CONST_SHIFTS, W_PAD_RIGHT a multiple of W_DILATION, BLOCK_T dividing it: each
+                                   # program's outputs are STRIP steps of W_DILATION columns, BLOCK_T of each step
 ):
     """out[b, c, t] = epilogue(sum_k w[c, k] * in[b, c, t -/+ shift_k]), shift_k = (K-1-k)*D - PAD_RIGHT.
 
@@ -79,7 +86,10 @@ def depthwise_conv1d_kernel(
     pid_b = pid // (N_C_BLOCKS * N_T_BLOCKS)
     L = _aligned(L, ALIGN)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    t0 = pid_t * BLOCK_T
+    if STRIP > 0:  # time block pid_t: chunk pid_t % (D // BLOCK_T) of STRIP * D columns
+        t0 = pid_t // (W_DILATION // BLOCK_T) * (STRIP * W_DILATION) + pid_t % (W_DILATION // BLOCK_T) * BLOCK_T
+    else:
+        t0 = pid_t * BLOCK_T
     offs_t = t0 + tl.arange(0, BLOCK_T)
     mask_c = offs_c < C
     in_tile = (in_ptr + pid_b.to(tl.int64) * _aligned(s_in_b, ALIGN) + offs_c[:, None] * _aligned(s_in_c, ALIGN)
@@ -89,6 +99,12 @@ def depthwise_conv1d_kernel(
         acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float64)
     else:
         acc = tl.zeros([BLOCK_C, BLOCK_T], dtype=tl.float32)
+    if STRIP > 0:
+        _strip(in_tile, w_ptr, offs_c, C, s_w_c, s_w_k, t0, offs_t, mask_c, L, s_in_t, acc.dtype, pid_b, bias_ptr,
+               s_bias, slope_ptr, s_slope, out_ptr, s_out_b, s_out_c, s_out_t, pre_ptr, s_pre_b, s_pre_c, s_pre_t,
+               ALIGN, K, W_DILATION, W_PAD_RIGHT // W_DILATION, ANTI_CAUSAL, STRIP, pid_c * BLOCK_C + BLOCK_C <= C,
+               TILES, HAS_BIAS, ACTIVATION, ACT_P0, ACT_P1, STORE_PRE, BLOCK_C, BLOCK_T)
+        return
     if WINDOW > 0:  # the blocks at vector offsets FIRST..LAST: input columns [t0 + FIRST*V, t0 + BLOCK_T + LAST*V)
         SIGN: tl.constexpr = -1 if ANTI_CAUSAL else 1
         REACH: tl.constexpr = SIGN * ((K - 1) * W_DILATION - W_PAD_RIGHT)  # the extreme shifts: REACH, -SIGN*PAD
@@ -144,21 +160,110 @@ def depthwise_conv1d_kernel(
             acc = _taps(acc, in_tile, w_taps, offs_t, mask_c, L, DILATION, PAD_RIGHT, K, s_in_t, s_w_k,
                         ANTI_CAUSAL, t0, hist_tile, S_HIST, s_h_t, seq_row, seq_t, seq_first, s_seq_t, HISTORY,
                         SEQ_IDX, UNROLL, W_TAPS, TILES == 2 or SEQ_IDX)
+    if SEQ_IDX:  # outside every sequence: 0
+        outside = (seq_t < 0)[None, :]
+    else:
+        outside = None
+    bias, slope = _row_params(offs_c, mask_c, bias_ptr, s_bias, slope_ptr, s_slope, acc.dtype, HAS_BIAS, ACTIVATION)
+    _epilogue(acc, bias, slope, offs_c, mask_c, offs_t, L, pid_b, out_ptr, s_out_b, s_out_c, s_out_t, pre_ptr,
+              s_pre_b, s_pre_c, s_pre_t, outside, ALIGN, HAS_BIAS, ACTIVATION, ACT_P0, ACT_P1, STORE_PRE)
+
+
+@triton.jit
+def _row_params(offs_c, mask_c, bias_ptr, s_bias, slope_ptr, s_slope, acc_dtype: tl.constexpr, HAS_BIAS: tl.constexpr,
+                ACTIVATION: tl.constexpr):
+    """(bias as a (BLOCK_C, 1) column, PReLU's slope (BLOCK_C,)); zeros where there is none (unused)."""
+    bias = tl.zeros_like(offs_c).to(acc_dtype)[:, None]
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(acc.dtype)[:, None]
+        bias = tl.load(bias_ptr + offs_c * s_bias, mask=mask_c, other=0.0).to(acc_dtype)[:, None]
+    slope = tl.zeros_like(offs_c).to(acc_dtype)
+    if ACTIVATION == 12:
+        slope = tl.load(slope_ptr + offs_c * s_slope, mask=mask_c, other=0.0)
+    return bias, slope
+
+
+@triton.jit
+def _epilogue(acc, bias, slope, offs_c, mask_c, offs_t, L, pid_b, out_ptr, s_out_b, s_out_c, s_out_t, pre_ptr,
+              s_pre_b, s_pre_c, s_pre_t, outside, ALIGN: tl.constexpr, HAS_BIAS: tl.constexpr,
+              ACTIVATION: tl.constexpr, ACT_P0: tl.constexpr, ACT_P1: tl.constexpr, STORE_PRE: tl.constexpr):
+    """out[:, offs_t] = act(acc + bias) (pre[:, offs_t] = acc + bias with STORE_PRE); 0 where `outside`
+    (a (1, BLOCK_T) mask, or None)."""
+    if HAS_BIAS:
+        acc += bias
     mask_out = mask_c[:, None] & (offs_t < L)[None, :]
     if STORE_PRE:
         tl.store(pre_ptr + pid_b.to(tl.int64) * s_pre_b + offs_c[:, None] * s_pre_c + offs_t[None, :] * s_pre_t,
                  acc.to(pre_ptr.dtype.element_ty), mask=mask_out)
-    if ACTIVATION == 12:
-        acc = _activate(acc, ACTIVATION, ACT_P0, ACT_P1, tl.load(slope_ptr + offs_c * s_slope, mask=mask_c, other=0.0))
-    else:
-        acc = _activate(acc, ACTIVATION, ACT_P0, ACT_P1, None)
-    if SEQ_IDX:  # outside every sequence: 0
-        acc = tl.where((seq_t < 0)[None, :], tl.zeros_like(acc), acc)
+    acc = _activate(acc, ACTIVATION, ACT_P0, ACT_P1, slope)
+    if outside is not None:
+        acc = tl.where(outside, tl.zeros_like(acc), acc)
     out_offs = (pid_b.to(tl.int64) * _aligned(s_out_b, ALIGN) + offs_c[:, None] * _aligned(s_out_c, ALIGN)
                 + offs_t[None, :] * s_out_t)
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_out)
+
+
+@triton.jit
+def _strip(in_tile, w_ptr, offs_c, C, s_w_c, s_w_k, t0, offs_t, mask_c, L, s_in_t, acc_dtype: tl.constexpr, pid_b,
+           bias_ptr, s_bias, slope_ptr, s_slope, out_ptr, s_out_b, s_out_c, s_out_t, pre_ptr, s_pre_b, s_pre_c,
+           s_pre_t, ALIGN: tl.constexpr, K: tl.constexpr, D: tl.constexpr, P: tl.constexpr,
+           ANTI_CAUSAL: tl.constexpr, J: tl.constexpr, channels_inside, TILES: tl.constexpr,
+           HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, ACT_P0: tl.constexpr, ACT_P1: tl.constexpr,
+           STORE_PRE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The J output steps t0 + j*D + offs_t (j < J) of a program, with the epilogue. Output step j's
+    tap k reads input step j + o_k, o_k = k - (K-1) + P (the input gradient: (K-1-k) - P), so the
+    J + K - 1 steps from O_MIN = o_0 (-P) on are each loaded and converted once and feed every
+    accumulator they reach, where each tap loaded and converted its own: K loads a step become
+    (J + K - 1) / J. Source i feeds step j through tap i - j (K-1 - (i - j)); the per-tap weights
+    load in the data's layout (a column broadcast along time: no layout conversion)."""
+    O_MIN: tl.constexpr = -P if ANTI_CAUSAL else P - (K - 1)
+    interior = (channels_inside & (t0 + O_MIN * D >= 0)
+                & (t0 + (J - 1 + max(O_MIN + K - 1, 0)) * D + BLOCK_T <= L))
+    if TILES == 0:
+        if interior:
+            accs = _strip_taps(in_tile, w_ptr, offs_c, C, s_w_c, s_w_k, t0, offs_t, mask_c, L, s_in_t, acc_dtype, K,
+                               D, O_MIN, ANTI_CAUSAL, J, False, BLOCK_C, BLOCK_T)
+        else:
+            accs = _strip_taps(in_tile, w_ptr, offs_c, C, s_w_c, s_w_k, t0, offs_t, mask_c, L, s_in_t, acc_dtype, K,
+                               D, O_MIN, ANTI_CAUSAL, J, True, BLOCK_C, BLOCK_T)
+    else:
+        accs = _strip_taps(in_tile, w_ptr, offs_c, C, s_w_c, s_w_k, t0, offs_t, mask_c, L, s_in_t, acc_dtype, K, D,
+                           O_MIN, ANTI_CAUSAL, J, TILES == 2, BLOCK_C, BLOCK_T)
+    bias, slope = _row_params(offs_c, mask_c, bias_ptr, s_bias, slope_ptr, s_slope, acc_dtype, HAS_BIAS, ACTIVATION)
+    for j in tl.static_range(J):
+        _epilogue(accs[j], bias, slope, offs_c, mask_c, offs_t + j * D, L, pid_b, out_ptr, s_out_b, s_out_c, s_out_t,
+                  pre_ptr, s_pre_b, s_pre_c, s_pre_t, None, ALIGN, HAS_BIAS, ACTIVATION, ACT_P0, ACT_P1, STORE_PRE)
+
+
+@triton.jit
+def _strip_taps(in_tile, w_ptr, offs_c, C, s_w_c, s_w_k, t0, offs_t, mask_c, L, s_in_t, acc_dtype: tl.constexpr,
+                K: tl.constexpr, D: tl.constexpr, O_MIN: tl.constexpr, ANTI_CAUSAL: tl.constexpr, J: tl.constexpr,
+                MASKED: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The J accumulators of _strip (not MASKED: every channel and source column inside)."""
+    w_rows = w_ptr + tl.minimum(offs_c, C - 1)[:, None] * s_w_c + 0 * offs_t[None, :]
+    weights = ()
+    for k in tl.static_range(K):
+        weights = weights + (tl.load(w_rows + k * s_w_k).to(acc_dtype),)
+    accs = ()
+    for j in tl.static_range(J):
+        accs = accs + (tl.zeros([BLOCK_C, BLOCK_T], dtype=acc_dtype),)
+    for i in tl.static_range(J + K - 1):
+        if MASKED:
+            src = offs_t + (O_MIN + i) * D
+            x = tl.load(in_tile + (O_MIN + i) * D * s_in_t, mask=mask_c[:, None] & ((src >= 0) & (src < L))[None, :],
+                        other=0.0).to(acc_dtype)
+        else:
+            x = tl.load(in_tile + (O_MIN + i) * D * s_in_t).to(acc_dtype)
+        summed = ()
+        for j in tl.static_range(J):
+            if i - j >= 0 and i - j < K:
+                if ANTI_CAUSAL:
+                    summed = summed + (accs[j] + weights[K - 1 - (i - j)] * x,)
+                else:
+                    summed = summed + (accs[j] + weights[i - j] * x,)
+            else:
+                summed = summed + (accs[j],)
+        accs = summed
+    return accs
 
 
 @triton.jit
@@ -221,97 +326,3 @@ def _tap(acc, in_tile, w_row, k, offs_t, mask_c, L, DILATION, PAD_RIGHT, K: tl.c
     else:  # this tap's weights, already loaded: (BLOCK_C, 1)
         w = w_row.to(acc.dtype)
     return acc + tile.to(acc.dtype) * w
-
-
-@triton.jit
-def _tap_weights(w_ptr, offs_c, C, s_w_c, s_w_k, K: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Every tap's weights of the channels offs_c, as K (BLOCK_C, 1) columns: one (BLOCK_C, K) tile
-    split in registers. Rows past C read the last channel's (their outputs are not stored): no
-    channel mask, so no zeroed registers, and whole rows of taps load as 16-byte vectors."""
-    K_POW2: tl.constexpr = 1 if K == 1 else 2 if K == 2 else 4 if K <= 4 else 8 if K <= 8 else 16
-    offs_k = tl.arange(0, K_POW2)
-    tile = w_ptr + tl.minimum(offs_c, C - 1)[:, None] * s_w_c + offs_k[None, :] * s_w_k
-    if K == K_POW2:
-        w_all = tl.load(tile)
-    else:
-        w_all = tl.load(tile, mask=(offs_k < K)[None, :], other=0.0)
-    return _lanes(w_all, K_POW2, BLOCK_C, 1)
-
-
-@triton.jit
-def _lanes(tile, V: tl.constexpr, BLOCK_C: tl.constexpr, NV: tl.constexpr):
-    """A (BLOCK_C, NV * V) tile as V (BLOCK_C, NV) lanes: lane v holds the tile's columns j * V + v."""
-    if V == 1:
-        return (tl.reshape(tile, [BLOCK_C, NV]),)
-    else:
-        even, odd = tl.split(tl.reshape(tile, [BLOCK_C, NV * V // 2, 2]))
-        lanes_even = _lanes(even, V // 2, BLOCK_C, NV)
-        lanes_odd = _lanes(odd, V // 2, BLOCK_C, NV)
-        lanes = ()
-        for i in tl.static_range(V // 2):
-            lanes = lanes + (lanes_even[i], lanes_odd[i])
-        return lanes
-
-
-@triton.jit
-def _unlanes(lanes, V: tl.constexpr, BLOCK_C: tl.constexpr, NV: tl.constexpr):
-    """The inverse of _lanes."""
-    if V == 1:
-        return lanes[0]
-    else:
-        even = ()
-        odd = ()
-        for i in tl.static_range(V // 2):
-            even = even + (lanes[2 * i],)
-            odd = odd + (lanes[2 * i + 1],)
-        return tl.reshape(tl.join(_unlanes(even, V // 2, BLOCK_C, NV), _unlanes(odd, V // 2, BLOCK_C, NV)),
-                          [BLOCK_C, NV * V])
-
-
-@triton.jit
-def _window_blocks(in_tile, offs_t, mask_c, L, acc_dtype: tl.constexpr, FIRST: tl.constexpr, LAST: tl.constexpr,
-                   V: tl.constexpr, BLOCK_C: tl.constexpr, NV: tl.constexpr, MASKED: tl.constexpr = True):
-    """The lanes of the aligned blocks at vector offsets FIRST..LAST from the tile (zero outside [0, L);
-    not MASKED: all inside)."""
-    blocks = ()
-    for o in tl.static_range(FIRST, LAST + 1):
-        src = offs_t + o * V
-        if MASKED:
-            tile = tl.load(in_tile + o * V, mask=mask_c[:, None] & ((src >= 0) & (src < L))[None, :], other=0.0)
-        else:
-            tile = tl.load(in_tile + o * V)
-        blocks = blocks + (_lanes(tile.to(acc_dtype), V, BLOCK_C, NV),)
-    return blocks
-
-
-@triton.jit
-def _shifted(blocks, v: tl.constexpr, S: tl.constexpr, FIRST: tl.constexpr, V: tl.constexpr):
-    """Lane v of the tile shifted by S (columns t - S): lane (v - S) % V of the block at (v - S) // V."""
-    return blocks[(v - S) // V - FIRST][(v - S) % V]
-
-
-@triton.jit
-def _window_taps(in_tile, w_ptr, offs_c, C, s_w_c, offs_t, mask_c, L, s_w_k, acc_dtype: tl.constexpr, K: tl.constexpr,
-                 D: tl.constexpr, PAD_RIGHT: tl.constexpr, ANTI_CAUSAL: tl.constexpr, V: tl.constexpr,
-                 FIRST: tl.constexpr, LAST: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr,
-                 MASKED: tl.constexpr):
-    """sum_k w[:, k] * in[:, t - s_k] with compile-time shifts s_k = SIGN * ((K-1-k)*D - PAD_RIGHT)
-    (SIGN -1: the input gradient). Output column t = t0 + j*V + v reads input column
-    t0 + j*V + (v - s): lane (v - s) % V of the aligned block at vector offset (v - s) // V; the blocks
-    the taps span (FIRST..LAST) are loaded once, unmasked unless MASKED. (Shifts stay inline
-    expressions: a name assigned inside a static loop stops being a constexpr, and tuples take
-    constexpr indices only.)"""
-    NV: tl.constexpr = BLOCK_T // V
-    SIGN: tl.constexpr = -1 if ANTI_CAUSAL else 1
-    blocks = _window_blocks(in_tile, offs_t, mask_c, L, acc_dtype, FIRST, LAST, V, BLOCK_C, NV, MASKED)
-    w_taps = _tap_weights(w_ptr, offs_c, C, s_w_c, s_w_k, K, BLOCK_C)
-    acc = ()
-    for v in tl.static_range(V):
-        acc = acc + (tl.zeros([BLOCK_C, NV], dtype=acc_dtype),)
-    for k in tl.static_range(K):
-        w = w_taps[k].to(acc_dtype)
-        summed = ()
-        for v in tl.static_range(V):
-            summed = summed + (acc[v] + w * _shifted(blocks, v, SIGN * ((K - 1 - k) * D - PAD_RIGHT), FIRST, V),)
-        acc = summed
-    return _unlanes(acc, V, BLOCK_C, NV)
