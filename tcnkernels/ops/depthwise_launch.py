@@ -98,13 +98,15 @@ STRIP_ELEMENTS = 1024   # and elements per step
 
 
 def _strip(spec, shape, in_stride, out_stride, dtype, dilation):
-    """(steps, columns of a step) of the strip path, or None: channel-first rows aligned to 16 bytes
-    whose shifts are whole vectors (the dilation a multiple of one) and whose right padding is whole
-    steps, K unrolled. Each program computes STRIP_STEPS outputs D apart along time, so that tap k
-    of step j reads the input step tap 0 of step j + k does: each input vector is loaded and
-    converted once for the K taps that use it. Static profile (sm_90, dim 1536, SiLU, bf16): at
-    dilation 8, 0.95 warp-instructions per output at width 16 against 1.97 with a load and a
-    conversion per tap, 0.48 against 0.88 at width 4; 128 to 146 registers, no spills."""
+    """The strip path's constexprs and grid sizes (STRIP, BLOCK_C, BLOCK_T, N_C_BLOCKS, N_T_BLOCKS,
+    num_warps), or None: channel-first rows aligned to 16 bytes whose shifts are whole vectors (the
+    dilation a multiple of one) and whose right padding is whole steps, K unrolled. Each program
+    computes STRIP_STEPS outputs D apart along time, so that tap k of step j reads the input step
+    tap 0 of step j + k does: each input vector is loaded and converted once for the K taps that
+    use it. A step is BLOCK_T columns (the largest power of two dividing D, at most 128) of
+    STRIP_ELEMENTS // BLOCK_T channels. Static profile (sm_90, dim 1536, SiLU, bf16): at dilation
+    8, 0.95 warp-instructions per output at width 16 against 1.97 with a load and a conversion per
+    tap, 0.48 against 0.88 at width 4; 128 to 146 registers, no spills."""
     vector = 16 // dtype.itemsize
     B, C, L = shape
     K, pad = spec.kernel_size, spec.pad_right
@@ -112,8 +114,12 @@ def _strip(spec, shape, in_stride, out_stride, dtype, dilation):
             or dilation % vector or pad % dilation
             or alignment(dtype.itemsize, L, *in_stride[:2], *out_stride[:2]) < vector):
         return None
-    columns = min(dilation & -dilation, 128)  # the largest power of two dividing the dilation
-    return max(1, min(STRIP_STEPS, triton.cdiv(L, dilation))), columns
+    steps = max(1, min(STRIP_STEPS, triton.cdiv(L, dilation)))
+    block_t = min(dilation & -dilation, 128)
+    block_c = min(STRIP_ELEMENTS // block_t, triton.next_power_of_2(C))
+    return dict(STRIP=steps, BLOCK_C=block_c, BLOCK_T=block_t, N_C_BLOCKS=triton.cdiv(C, block_c),
+                N_T_BLOCKS=triton.cdiv(L, steps * dilation) * (dilation // block_t),
+                num_warps=max(1, min(4, block_c * block_t // (32 * vector))))
 
 
 def _geometry(spec, shape, in_stride, out_stride, dtype, reduction=False, no_window=False, large_items=False):
@@ -169,12 +175,8 @@ def _plan(spec: ConvSpec, epilogue: Epilogue, anti_causal, shape, in_stride, out
     elif unroll:
         static.update(CONST_SHIFTS=True, W_DILATION=dilation, W_PAD_RIGHT=spec.pad_right)
     if strip:
-        steps, block_t = strip
-        block_c = min(STRIP_ELEMENTS // block_t, triton.next_power_of_2(C))
-        n_c, n_t = triton.cdiv(C, block_c), triton.cdiv(L, steps * dilation) * (dilation // block_t)
-        vector = 16 // dtype.itemsize
-        static.update(STRIP=steps, BLOCK_C=block_c, BLOCK_T=block_t, N_C_BLOCKS=n_c, N_T_BLOCKS=n_t,
-                      num_warps=max(1, min(4, block_c * block_t // (32 * vector))))
+        static.update(strip)
+        n_c, n_t = strip["N_C_BLOCKS"], strip["N_T_BLOCKS"]
     return (B * n_c * n_t,), static
 
 
